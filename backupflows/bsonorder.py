@@ -252,15 +252,23 @@ def skip_value(t: int, buf: bytes, pos: int) -> int:
 def id_key(raw_doc: bytes) -> bytes:
     """Key of the ``_id`` of a raw BSON document (KeyError_ if it has none)."""
     try:
+        if _i32(raw_doc, 0)[0] != len(raw_doc) or raw_doc[-1] != 0:
+            raise KeyError_("corrupt BSON document: length does not match")
         # Fast path: _id is almost always the first field.
         if raw_doc[5:9] == b"_id\x00":
-            return encode_element(raw_doc[4], raw_doc, 9)[0]
-        found = find_field(raw_doc, b"_id")
+            key, end = encode_element(raw_doc[4], raw_doc, 9)
+        else:
+            found = find_field(raw_doc, b"_id")
+            if found is None:
+                raise KeyError_("document has no _id")
+            key, end = encode_element(found[0], raw_doc, found[1])
     except (struct.error, IndexError, ValueError) as exc:
+        if isinstance(exc, KeyError_):
+            raise
         raise KeyError_(f"corrupt BSON document: {exc}") from None
-    if found is None:
-        raise KeyError_("document has no _id")
-    return encode_element(found[0], raw_doc, found[1])[0]
+    if end > len(raw_doc) - 1:
+        raise KeyError_("corrupt BSON document: _id runs past the end")
+    return key
 
 
 def raw_id(raw_doc: bytes) -> bytes:
