@@ -37,7 +37,7 @@ def pack(kind: bytes, header: dict[str, Any], payload: bytes, *, level: int = 3,
     if len(kind) != 4:
         raise ValueError("kind must be 4 bytes")
     header = dict(header, codec="zstd" if compress else "none", raw_size=len(payload))
-    body = zstandard.ZstdCompressor(level=level).compress(payload) if compress else payload
+    body = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(payload) if compress else payload
     hjson = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     return _FIXED.pack(MAGIC, VERSION, kind, len(hjson)) + hjson + body
 
