@@ -1,0 +1,198 @@
+"""One write transaction on the head.
+
+Document writes go through a per-transaction cache (reads of the same
+``_id`` see earlier writes of the transaction) and reach SQLite in sorted
+``executemany`` batches at ``flush``; the content hash of every touched
+collection is adjusted incrementally, and the change sequence, tombstones,
+missing ``_id``s and the applied optime are written in the same SQLite
+transaction, so a crash never separates data from position.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from backupflows.contenthash import ContentHash, doc_digest
+from backupflows.head.catalog import Catalog, Collection
+
+_MOD = 1 << 256
+_CHUNK = 500
+
+_UPSERT = ("INSERT INTO docs (cid, k, doc, seq) VALUES (?, ?, ?, ?)"
+           " ON CONFLICT (cid, k) DO UPDATE SET doc=excluded.doc, seq=excluded.seq")
+
+
+class HeadWriter:
+    """Writes of one transaction; obtained from ``HeadStore.transaction()``.
+
+    Contract: catalog operations flush pending document writes first; the
+    caller commits or rolls back exactly once.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, catalog: Catalog) -> None:
+        self.conn = conn
+        self.catalog = catalog
+        conn.execute("BEGIN IMMEDIATE")
+        self.seq = int(self._meta("seq")) + 1
+        self._cache: dict[tuple[int, bytes], bytes | None] = {}
+        self._writes: dict[tuple[int, bytes], bytes | None] = {}
+        self._hash: dict[int, list[int]] = {}
+        self._missing: dict[tuple[int, bytes], bytes | None] = {}
+        self._missing_possible = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM missing)").fetchone()[0] == 1
+        self._optime: tuple[int, int] | None = None
+        self._select_sql: dict[int, str] = {}
+
+    def _meta(self, key: str) -> int:
+        return self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+
+    # -- documents --
+
+    def get(self, c: Collection, key: bytes) -> bytes | None:
+        """The current raw document of ``key`` in ``c`` (None if absent)."""
+        ck = (c.cid, key)
+        if ck in self._writes:
+            return self._writes[ck]
+        if ck in self._cache:
+            return self._cache[ck]
+        row = self.conn.execute("SELECT doc FROM docs WHERE cid=? AND k=?", ck).fetchone()
+        doc = bytes(row[0]) if row else None
+        self._cache[ck] = doc
+        return doc
+
+    def prefetch(self, cid: int, keys: Iterable[bytes]) -> None:
+        """Read the documents of many keys of one collection in few queries."""
+        todo = [k for k in set(keys)
+                if (cid, k) not in self._writes and (cid, k) not in self._cache]
+        for i in range(0, len(todo), _CHUNK):
+            chunk = todo[i:i + _CHUNK]
+            for k in chunk:
+                self._cache[(cid, k)] = None
+            for k, doc in self.conn.execute(self._select(len(chunk)), (cid, *chunk)):
+                self._cache[(cid, bytes(k))] = bytes(doc)
+
+    def _select(self, n: int) -> str:
+        sql = self._select_sql.get(n)
+        if sql is None:
+            sql = ("SELECT k, doc FROM docs WHERE cid=? AND k IN ("
+                   + ",".join("?" * n) + ")")
+            self._select_sql[n] = sql
+        return sql
+
+    def put(self, c: Collection, key: bytes, raw: bytes, old: bytes | None = None,
+            known: bool = False) -> None:
+        """Insert or replace the document of ``key``. ``old``/``known`` let a
+        caller that already read the current document skip a second read."""
+        if not known:
+            old = self.get(c, key)
+        h = self._hash.get(c.cid)
+        if h is None:
+            h = self._hash[c.cid] = [0, 0]
+        if old is not None:
+            h[1] -= doc_digest(old)
+        else:
+            h[0] += 1
+        h[1] += doc_digest(raw)
+        self._writes[(c.cid, key)] = raw
+        if self._missing_possible:
+            self._missing[(c.cid, key)] = None
+
+    def delete(self, c: Collection, key: bytes) -> bool:
+        """Delete the document of ``key``; False when there was none."""
+        old = self.get(c, key)
+        if self._missing_possible:
+            self._missing[(c.cid, key)] = None
+        if old is None:
+            return False
+        h = self._hash.get(c.cid)
+        if h is None:
+            h = self._hash[c.cid] = [0, 0]
+        h[0] -= 1
+        h[1] -= doc_digest(old)
+        self._writes[(c.cid, key)] = None
+        return True
+
+    def note_missing(self, c: Collection, key: bytes, raw_id: bytes) -> None:
+        """Record that an update found no document for ``key``."""
+        self._missing_possible = True
+        self._missing[(c.cid, key)] = raw_id
+
+    def flush(self) -> None:
+        """Write pending document changes to SQLite (still uncommitted)."""
+        if self._writes:
+            ups = sorted((cid, k, doc, self.seq)
+                         for (cid, k), doc in self._writes.items() if doc is not None)
+            dels = sorted(ck for ck, doc in self._writes.items() if doc is None)
+            if ups:
+                self.conn.executemany(_UPSERT, ups)
+            if dels:
+                self.conn.executemany("DELETE FROM docs WHERE cid=? AND k=?", dels)
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO tombstones (cid, k, seq) VALUES (?, ?, ?)",
+                    [(cid, k, self.seq) for cid, k in dels])
+            self._cache.update(self._writes)
+            self._writes.clear()
+        if self._missing:
+            adds = [(cid, k, rid) for (cid, k), rid in self._missing.items() if rid is not None]
+            rems = [ck for ck, rid in self._missing.items() if rid is None]
+            if rems:
+                self.conn.executemany("DELETE FROM missing WHERE cid=? AND k=?", rems)
+            if adds:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO missing (cid, k, id) VALUES (?, ?, ?)", adds)
+            self._missing.clear()
+        self._flush_hashes()
+
+    def _flush_hashes(self) -> None:
+        for cid, (dcount, dsum) in self._hash.items():
+            c = self.catalog.by_cid.get(cid)
+            if c is None:
+                continue
+            h = c.content_hash()
+            h.add_digest(dsum % _MOD, dcount)
+            self.catalog.set_hash(c, h)
+        self._hash.clear()
+
+    def discard_collection(self, c: Collection) -> None:
+        """Forget cached state of ``c`` (before dropping or emptying it)."""
+        self.flush()
+        self._cache = {ck: d for ck, d in self._cache.items() if ck[0] != c.cid}
+
+    def truncate(self, c: Collection) -> None:
+        """Remove every document of ``c`` (emptycapped, convertToCapped)."""
+        self.discard_collection(c)
+        for table in ("docs", "tombstones", "missing"):
+            self.conn.execute(f"DELETE FROM {table} WHERE cid=?", (c.cid,))
+        self.catalog.set_hash(c, ContentHash())
+        self.catalog.set_generation(c, self.seq)
+
+    # -- transactions kept for later (partialTxn chains, prepared) --
+
+    def txn_save(self, txn: bytes, ts: int, raw_entry: bytes) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO txn_entries (txn, ts, entry) VALUES (?, ?, ?)",
+                          (txn, ts, raw_entry))
+
+    def txn_entries(self, txn: bytes) -> list[bytes]:
+        rows = self.conn.execute("SELECT entry FROM txn_entries WHERE txn=? ORDER BY ts", (txn,))
+        return [bytes(r[0]) for r in rows]
+
+    def txn_clear(self, txn: bytes) -> None:
+        self.conn.execute("DELETE FROM txn_entries WHERE txn=?", (txn,))
+
+    # -- position and end --
+
+    def set_optime(self, ts: int, t: int) -> None:
+        self._optime = (ts, t)
+
+    def commit(self) -> None:
+        self.flush()
+        self.conn.execute("UPDATE meta SET value=? WHERE key='seq'", (self.seq,))
+        if self._optime is not None:
+            self.conn.execute("UPDATE meta SET value=? WHERE key='ts'", (self._optime[0],))
+            self.conn.execute("UPDATE meta SET value=? WHERE key='t'", (self._optime[1],))
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.catalog.reload()

@@ -1,0 +1,184 @@
+"""Applying oplog entries to the head, in batches.
+
+``Applier(head).apply(entries)`` streams raw BSON entries (bytes or
+RawBSONDocument), applies ``batch_size`` entries per SQLite transaction and
+commits the applied optime with the changes it covers. The optime only moves
+forward (the maximum ``ts`` applied), so re-applying an older stretch of the
+oplog never moves the head back.
+
+A malformed or unknown entry raises OplogError naming its ``ts``, ``op`` and
+``ns``; nothing after it is applied, and every entry before it is committed
+(the head stays at the last good optime).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import bson
+
+from backupflows.bsonorder import KeyError_
+from backupflows.errors import OplogError
+from backupflows.head.optime import Optime
+from backupflows.head.store import HeadStore
+from backupflows.head.writer import HeadWriter
+from backupflows.oplog import commands, crud
+from backupflows.oplog.entry import SKIPPED_OPS, Entry, is_internal, parse
+
+_BUG_ERRORS = (ValueError, TypeError, KeyError, IndexError, struct.error, KeyError_,
+               bson.errors.BSONError, UnicodeDecodeError)
+
+
+@dataclass
+class ApplyStats:
+    """What one ``apply`` call did."""
+
+    entries: int = 0
+    batches: int = 0
+    last: Optime | None = None
+    by_op: dict[str, int] = field(default_factory=dict)
+
+
+class _Failed(Exception):
+    def __init__(self, index: int, error: OplogError) -> None:
+        self.index, self.error = index, error
+
+
+class Applier:
+    """Applies oplog entries to ``head``.
+
+    ``skip_from_migrate``: skip chunk-migration writes (``fromMigrate``), for
+    merging several shards into one logical copy.
+    """
+
+    def __init__(self, head: HeadStore, *, skip_from_migrate: bool = False,
+                 progress: Callable[[ApplyStats], None] | None = None) -> None:
+        self.head = head
+        self.skip_from_migrate = skip_from_migrate
+        self.progress = progress
+
+    def apply(self, entries: Iterable[Any], batch_size: int = 1000) -> ApplyStats:
+        stats = ApplyStats()
+        it = iter(entries)
+        while True:
+            batch = [_raw(x) for x in islice(it, batch_size)]
+            if not batch:
+                return stats
+            self._apply_batch(batch, stats)
+            stats.batches += 1
+            if self.progress is not None:
+                self.progress(stats)
+
+    def _apply_batch(self, raws: list[bytes], stats: ApplyStats) -> None:
+        try:
+            with self.head.transaction() as w:
+                self._run(w, raws, stats)
+        except _Failed as failed:
+            if failed.index:
+                with self.head.transaction() as w:
+                    self._run(w, raws[:failed.index], stats)
+            raise failed.error from None
+
+    def _run(self, w: HeadWriter, raws: list[bytes], stats: ApplyStats) -> None:
+        entries: list[Entry] = []
+        parse_error: _Failed | None = None
+        for i, raw in enumerate(raws):
+            try:
+                entries.append(parse(raw))
+            except OplogError as exc:
+                parse_error = _Failed(i, exc)
+                break
+        self._apply_parsed(w, entries, stats)
+        if parse_error is not None:
+            raise parse_error
+
+    def _apply_parsed(self, w: HeadWriter, entries: list[Entry], stats: ApplyStats) -> None:
+        start = best = self.head.optime()
+        ctx = Context(w, self.skip_from_migrate)
+        ctx.prefetch(entries)
+        by_op: dict[str, int] = {}
+        for i, e in enumerate(entries):
+            try:
+                ctx.apply(e)
+            except OplogError as exc:
+                raise _Failed(i, exc) from None
+            except _BUG_ERRORS as exc:
+                raise _Failed(i, e.error(f"{type(exc).__name__}: {exc}")) from None
+            assert e.ts is not None and e.op is not None
+            if e.ts > best.ts:
+                best = Optime(e.ts, e.t)
+            by_op[e.op] = by_op.get(e.op, 0) + 1
+        if best != start:
+            w.set_optime(best.ts, best.t)
+            stats.last = best
+        stats.entries += len(entries)
+        for op, n in by_op.items():
+            stats.by_op[op] = stats.by_op.get(op, 0) + n
+
+
+def _raw(x: Any) -> bytes:
+    if isinstance(x, bytes):
+        return x
+    raw = getattr(x, "raw", None)
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(x, bytearray | memoryview):
+        return bytes(x)
+    raise OplogError(f"oplog entries must be raw BSON, got {type(x).__name__}")
+
+
+class Context:
+    """Applies single entries inside one head write transaction."""
+
+    def __init__(self, w: HeadWriter, skip_from_migrate: bool) -> None:
+        self.w = w
+        self.skip_from_migrate = skip_from_migrate
+
+    def prefetch(self, entries: list[Entry]) -> None:
+        """Warm the document cache with one query per collection and chunk."""
+        wanted: dict[int, list[bytes]] = {}
+        for e in entries:
+            if e.op not in ("i", "u", "d") or is_internal(e.ns or ""):
+                continue
+            c = crud.target(self.w, e.db, e.coll, e.ui) if _plain_target(self.w, e) else None
+            if c is None:
+                continue
+            try:
+                wanted.setdefault(c.cid, []).append(crud.entry_key(e))
+            except OplogError:
+                continue  # reported when the entry is applied
+        for cid, keys in wanted.items():
+            self.w.prefetch(cid, keys)
+
+    def apply(self, e: Entry) -> None:
+        """Apply one entry (top-level or an applyOps inner op)."""
+        op = e.op
+        if op == "n" or op in SKIPPED_OPS:
+            return
+        if op == "c":
+            commands.apply_command(self, e)
+            return
+        if is_internal(e.ns or ""):
+            return
+        if e.from_migrate and self.skip_from_migrate:
+            return
+        if e.coll == "system.views":
+            commands.apply_view_crud(self, e)
+        elif op == "i":
+            crud.apply_insert(self.w, e)
+        elif op == "u":
+            crud.apply_update(self.w, e)
+        else:
+            crud.apply_delete(self.w, e)
+
+
+def _plain_target(w: HeadWriter, e: Entry) -> bool:
+    """True when resolving ``e``'s target has no side effect (no UUID adoption)."""
+    if e.ui is not None and e.ui in w.catalog.by_uuid:
+        return True
+    c = w.catalog.get(e.db, e.coll)
+    return c is not None and (e.ui is None or c.uuid is not None)

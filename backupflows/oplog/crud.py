@@ -1,0 +1,138 @@
+"""Inserts, updates and deletes, with the idempotency rules of a fuzzy
+initial sync (reference "Idempotency"):
+
+- insert of an existing ``_id`` replaces the document;
+- update of a missing document is skipped and its ``_id`` recorded missing
+  (a legacy ``b: true`` replacement upserts instead);
+- delete of a missing document does nothing.
+
+Which collection an entry targets (``target``): by the entry's ``ui`` when
+the head knows that UUID (renames keep UUIDs, so an entry written before a
+rename still finds its collection); else by namespace, where a collection
+without a recorded UUID (a dump without UUIDs) adopts the entry's ``ui``. An
+entry whose ``ui`` is unknown while its namespace holds a collection with
+another UUID targets a collection the head no longer has (dropped or
+replaced later in the oplog): it is skipped. An insert into a namespace
+that does not exist creates the collection (as the server's oplog
+application does), with the entry's ``ui``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bson.raw_bson import RawBSONDocument
+
+from backupflows.bsonorder import KeyError_, id_key, raw_id
+from backupflows.errors import OplogError
+from backupflows.head import rawdoc
+from backupflows.head.catalog import COLLECTION, Collection
+from backupflows.head.store import DEFAULT_ID_INDEX, create_collection
+from backupflows.oplog import update as upd
+from backupflows.oplog.entry import Entry
+
+if TYPE_CHECKING:
+    from backupflows.head.writer import HeadWriter
+
+
+def target(w: HeadWriter, db: str, coll: str, ui: bytes | None,
+           create: bool = False) -> Collection | None:
+    """The collection an entry on ``db.coll`` with UUID ``ui`` applies to."""
+    cat = w.catalog
+    if ui is not None:
+        c = cat.by_uuid.get(ui)
+        if c is not None:
+            return c
+    c = cat.get(db, coll)
+    if c is not None:
+        if ui is None:
+            return c
+        if c.uuid is None:
+            cat.set_uuid(c, ui)
+            return c
+        return None
+    if create:
+        return create_collection(w, db, coll, ui, COLLECTION, rawdoc.EMPTY, [DEFAULT_ID_INDEX])
+    return None
+
+
+def displace(w: HeadWriter, c: Collection) -> None:
+    """Move ``c`` out of its namespace to a temporary name in its database."""
+    w.flush()
+    w.catalog.rename(c, c.db, f"tmp.displaced.{c.cid}.{c.name}", w.seq)
+
+
+def drop(w: HeadWriter, c: Collection) -> None:
+    w.discard_collection(c)
+    w.catalog.drop(c)
+
+
+def _documents(c: Collection, e: Entry) -> Collection:
+    if not c.holds_documents:
+        raise e.error(f"targets {c.ns}, which is a {c.type}, not a collection")
+    return c
+
+
+def entry_key(e: Entry) -> bytes:
+    """The ``_id`` key of the document a CRUD entry targets (cached)."""
+    if e.key is None:
+        src = e.o2() if e.op == "u" else e.o()
+        try:
+            e.key = id_key(src)  # type: ignore[arg-type]
+        except KeyError_ as exc:
+            where = "o2" if e.op == "u" else "o"
+            raise e.error(f"bad '{where}': {exc}") from None
+    return e.key
+
+
+def apply_insert(w: HeadWriter, e: Entry) -> None:
+    key = entry_key(e)
+    c = target(w, e.db, e.coll, e.ui, create=True)
+    if c is not None:
+        w.put(_documents(c, e), key, e.o())
+
+
+def apply_delete(w: HeadWriter, e: Entry) -> None:
+    key = entry_key(e)
+    c = target(w, e.db, e.coll, e.ui)
+    if c is not None:
+        w.delete(_documents(c, e), key)
+
+
+def apply_update(w: HeadWriter, e: Entry) -> None:
+    key = entry_key(e)
+    c = target(w, e.db, e.coll, e.ui)
+    if c is None:
+        return
+    _documents(c, e)
+    old = w.get(c, key)
+    o_raw = e.o()
+    kind = upd.classify(RawBSONDocument(o_raw))
+    if old is None:
+        if e.upsert and kind == "replacement":
+            w.put(c, key, upd.apply_replacement(None, o_raw), None, known=True)
+        else:
+            w.note_missing(c, key, raw_id(e.o2()))  # type: ignore[arg-type]
+        return
+    new = updated(e, old, o_raw, kind)
+    if new != old:
+        w.put(c, key, new, old, known=True)
+
+
+def updated(e: Entry, old: bytes, o_raw: bytes, kind: str) -> bytes:
+    """The post-image of ``old`` under the update ``o_raw`` of ``kind``."""
+    try:
+        if kind == "delta":
+            diff = rawdoc.subdocument(o_raw, b"diff")
+            if diff is None:
+                raise upd.InvalidUpdate("a $v: 2 update needs a document 'diff'")
+            new = upd.apply_delta(old, diff)
+        elif kind == "modifier":
+            new = upd.apply_update(old, RawBSONDocument(o_raw))
+        else:
+            new = upd.apply_replacement(old, o_raw)
+    except OplogError as exc:
+        raise e.error(str(exc), type(exc)) from None
+    if id_key(new) != e.key:
+        raise e.error("the update would change the document's _id")
+    return new
