@@ -33,6 +33,7 @@ from backupflows.oplog.rawdoc import (
     INT64,
     NULL,
     OBJECT,
+    VALUE_SIZE,
     InvalidUpdate,
     check_document,
     document,
@@ -40,6 +41,7 @@ from backupflows.oplog.rawdoc import (
     index_name,
     raw_of,
 )
+from backupflows.oplog.rawdoc import value_end as value_end_of
 
 __all__ = ["apply_delta", "validate_delta", "InvalidUpdate"]
 
@@ -92,11 +94,12 @@ def _show(name: bytes) -> str:
 
 # --------------------------------------------------------------------- parsing
 
-def _parse_sub(buf: bytes, start: int, where: str) -> tuple[int, Any]:
+def _parse_sub(buf: bytes, start: int, where: bytes) -> tuple[int, Any]:
     """Parse the sub-diff document at ``start``: an array diff if its first
-    field is ``a`` (identifyType), else a document diff."""
+    field is ``a`` (identifyType), else a document diff.  ``where`` is the
+    dotted path of the field, for error messages."""
     if i32(buf, start)[0] <= 5:
-        raise InvalidUpdate(f"Expected diff to be non-empty (sub-diff of {where})")  # 4770500
+        raise InvalidUpdate(f"Expected diff to be non-empty (sub-diff of {_show(where)})")  # 4770500
     if buf[start + 5:start + 7] == b"a\x00":
         return _SUBARR, _parse_array(buf, start, where)
     return _SUBDOC, _parse_document(buf, start)
@@ -113,7 +116,7 @@ def _parse_document(buf: bytes, start: int) -> _DocDiff:
     while pos < end:
         t = buf[pos]
         name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(t, buf, name_end + 1)
+        value_end = value_end_of(t, buf, name_end + 1)
         prev = _parse_section(buf, pos, name_end, t, prev, diff)
         pos = value_end
     return diff
@@ -137,7 +140,7 @@ def _parse_section(buf: bytes, pos: int, name_end: int, t: int, prev: int,
     vs = name_end + 1
     if order == _S:
         name = buf[pos + 2:name_end]
-        diff.add(name, *_parse_sub(buf, vs, _show(name)))
+        diff.add(name, *_parse_sub(buf, vs, name))
     elif order == 4:
         _parse_binary_section(buf, vs, diff)
     else:
@@ -150,13 +153,19 @@ def _parse_value_section(buf: bytes, start: int, order: int, diff: _DocDiff) -> 
     end = start + i32(buf, start)[0] - 1
     pos = start + 4
     kind = (_DELETE, _UPDATE, _INSERT)[order - 1]
+    mods, appends = diff.mods, diff.appends
     while pos < end:
-        name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(buf[pos], buf, name_end + 1)
+        name_end = buf.index(0, pos + 1)
+        value_end = value_end_of(buf[pos], buf, name_end + 1)
         name = buf[pos + 1:name_end]
-        diff.add(name, kind, None if kind == _DELETE else buf[pos:value_end])
-        if kind != _DELETE:
-            diff.appends.append((name, buf[pos:value_end]))
+        if name in mods:
+            diff.add(name, kind, None)  # raises: duplicate field name
+        if kind == _DELETE:
+            mods[name] = (kind, None)
+        else:
+            element = buf[pos:value_end]
+            mods[name] = (kind, element)
+            appends.append((name, element))
         pos = value_end
 
 
@@ -167,15 +176,15 @@ def _parse_binary_section(buf: bytes, start: int, diff: _DocDiff) -> None:
     while pos < end:
         t = buf[pos]
         name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(t, buf, name_end + 1)
+        value_end = value_end_of(t, buf, name_end + 1)
         name = buf[pos + 1:name_end]
         if t != OBJECT:
             raise InvalidUpdate(f"binary diff of {_show(name)} must be an object {{o, d}}")
-        diff.add(name, _BINARY, _parse_binary_patch(buf, name_end + 1, _show(name)))
+        diff.add(name, _BINARY, _parse_binary_patch(buf, name_end + 1, name))
         pos = value_end
 
 
-def _parse_binary_patch(buf: bytes, start: int, where: str) -> tuple[int, bytes]:
+def _parse_binary_patch(buf: bytes, start: int, where: bytes) -> tuple[int, bytes]:
     offset: int | None = None
     data: bytes | None = None
     end = start + i32(buf, start)[0] - 1
@@ -190,77 +199,77 @@ def _parse_binary_patch(buf: bytes, start: int, where: str) -> tuple[int, bytes]
         elif key == b"d" and t == BINARY:
             data = buf[vs + 5:vs + 5 + i32(buf, vs)[0]]
         else:
-            raise InvalidUpdate(f"binary diff of {where}: unexpected field {_show(key)} "
+            raise InvalidUpdate(f"binary diff of {_show(where)}: unexpected field {_show(key)} "
                                 f"(BSON type 0x{t:02x}); expected o: <int>, d: <BinData>")
-        pos = skip_value(t, buf, vs)
+        pos = value_end_of(t, buf, vs)
     if offset is None or data is None or offset < 0:
-        raise InvalidUpdate(f"binary diff of {where} needs o: <offset >= 0> and d: <BinData>")
+        raise InvalidUpdate(f"binary diff of {_show(where)} needs o: <offset >= 0> and d: <BinData>")
     return offset, data
 
 
-def _parse_array(buf: bytes, start: int, where: str) -> _ArrDiff:
+def _parse_array(buf: bytes, start: int, where: bytes) -> _ArrDiff:
     """Parse and validate an array diff (ArrayDiffReader)."""
     end = start + i32(buf, start)[0] - 1
     pos = start + 4  # first element is "a" (checked by _parse_sub)
     t = buf[pos]
     if t != BOOL:
-        raise InvalidUpdate(f"Expected array header to be bool (array diff of {where})")  # 4770519
+        raise InvalidUpdate(f"Expected array header to be bool (array diff of {_show(where)})")  # 4770519
     if buf[pos + 3] != 1:
-        raise InvalidUpdate(f"Expected array header to be value true (array diff of {where})")  # 4770520
+        raise InvalidUpdate(f"Expected array header to be value true (array diff of {_show(where)})")  # 4770520
     pos += 4
     new_len = None
     if pos < end and buf[pos + 1:pos + 3] == b"l\x00":
         if buf[pos] != INT32:  # checkSection(kResizeSectionFieldName, NumberInt) 4770507
-            raise InvalidUpdate(f"Expected 'l' section of array diff of {where} to be an int32")
+            raise InvalidUpdate(f"Expected 'l' section of array diff of {_show(where)} to be an int32")
         new_len = i32(buf, pos + 3)[0]
         if not 0 <= new_len <= _MAX_ARRAY_INDEX:
-            raise InvalidUpdate(f"bad new array length {new_len} in array diff of {where}")
+            raise InvalidUpdate(f"bad new array length {new_len} in array diff of {_show(where)}")
         pos += 7
     mods = _parse_array_entries(buf, pos, end, where)
     if new_len is not None and mods and mods[-1][0] >= new_len:
-        raise InvalidUpdate(f"array diff of {where} modifies index {mods[-1][0]} "
+        raise InvalidUpdate(f"array diff of {_show(where)} modifies index {mods[-1][0]} "
                             f"beyond its new length {new_len}")
     return _ArrDiff(new_len, mods)
 
 
-def _parse_array_entries(buf: bytes, pos: int, end: int, where: str) -> list[tuple[int, int, Any]]:
+def _parse_array_entries(buf: bytes, pos: int, end: int, where: bytes) -> list[tuple[int, int, Any]]:
     mods: list[tuple[int, int, Any]] = []
     last = -1
     while pos < end:
         t = buf[pos]
         name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(t, buf, name_end + 1)
+        value_end = value_end_of(t, buf, name_end + 1)
         name = buf[pos + 1:name_end]
         idx = _array_index(name, where)
         if idx <= last:
-            raise InvalidUpdate(f"array diff of {where}: indexes must be ascending, "
+            raise InvalidUpdate(f"array diff of {_show(where)}: indexes must be ascending, "
                                 f"got {_show(name)} after index {last}")
         last = idx
         if name[0] == 0x75:  # u<idx>
             mods.append((idx, _UPDATE, (t, buf[name_end + 1:value_end])))
         elif name[0] == 0x73:  # s<idx>
             if t != OBJECT:
-                raise InvalidUpdate(f"expected sub diff at index {idx} of {where}")  # 4770501
-            mods.append((idx, *_parse_sub(buf, name_end + 1, f"{where}[{idx}]")))
+                raise InvalidUpdate(f"expected sub diff at index {idx} of {_show(where)}")  # 4770501
+            mods.append((idx, *_parse_sub(buf, name_end + 1, where + b"." + index_name(idx))))
         else:
             raise InvalidUpdate(f"Expected either 'u' (update) or 's' (sub diff) at index "
-                                f"{idx} of {where} but got {_show(name)}")  # 4770502
+                                f"{idx} of {_show(where)} but got {_show(name)}")  # 4770502
         pos = value_end
     return mods
 
 
-def _array_index(name: bytes, where: str) -> int:
+def _array_index(name: bytes, where: bytes) -> int:
     # 4770521: at least two characters; 4770512: parseUnsignedBase10Integer.
     if len(name) < 2:
-        raise InvalidUpdate(f"array diff of {where}: field name {_show(name)} is not "
+        raise InvalidUpdate(f"array diff of {_show(where)}: field name {_show(name)} is not "
                             "'a', 'l', 'u<index>' or 's<index>'")
     digits = name[1:]
     if not digits.isdigit():
-        raise InvalidUpdate(f"array diff of {where}: expected an integer index but got "
+        raise InvalidUpdate(f"array diff of {_show(where)}: expected an integer index but got "
                             f"{_show(name)}")
     idx = int(digits)
     if idx >= _MAX_ARRAY_INDEX:
-        raise InvalidUpdate(f"array diff of {where}: index {idx} is too large")
+        raise InvalidUpdate(f"array diff of {_show(where)}: index {idx} is too large")
     return idx
 
 
@@ -268,7 +277,7 @@ def _array_index(name: bytes, where: str) -> int:
 
 def _apply_document(buf: bytes, start: int, diff: _DocDiff) -> bytes:
     """New raw document from the document at ``buf[start]`` and ``diff``
-    (DiffApplier::applyDiffToObject)."""
+    (DiffApplier::applyDiffToObject).  The hot loop: value sizes inline."""
     end = start + i32(buf, start)[0] - 1
     pos = run = start + 4
     mods = diff.mods
@@ -276,8 +285,14 @@ def _apply_document(buf: bytes, start: int, diff: _DocDiff) -> bytes:
     written: set[bytes] = set()
     while pos < end:
         t = buf[pos]
-        name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(t, buf, name_end + 1)
+        name_end = buf.index(0, pos + 1)
+        k = VALUE_SIZE[t]
+        if k >= 100:
+            value_end = name_end + k - 99 + i32(buf, name_end + 1)[0]
+        elif k >= 0:
+            value_end = name_end + 1 + k
+        else:
+            value_end = skip_value(t, buf, name_end + 1)
         mod = mods.get(buf[pos + 1:name_end])
         if mod is not None:
             if run < pos:
@@ -329,40 +344,54 @@ def _patched_binary(buf: bytes, pos: int, name_end: int, value_end: int,
 
 def _apply_array(buf: bytes, start: int, diff: _ArrDiff) -> bytes:
     """New raw array from the array at ``buf[start]`` and ``diff``
-    (DiffApplier::applyDiffToArray)."""
+    (DiffApplier::applyDiffToArray): walk the old elements below the new
+    length, then append what lies past them."""
     end = start + i32(buf, start)[0] - 1
-    pos = start + 4
-    new_len = diff.new_len
     mods = diff.mods
-    mi, nmods = 0, len(mods)
-    next_idx = mods[0][0] if nmods else -1
+    stop = -1 if diff.new_len is None else diff.new_len
     out: list[bytes] = []
-    idx = 0
-    while pos < end and (new_len is None or idx < new_len):
+    idx = mi = 0
+    next_idx = mods[0][0] if mods else -1
+    pos = start + 4
+    while pos < end and idx != stop:
         t = buf[pos]
-        name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(t, buf, name_end + 1)
+        name_end = buf.index(0, pos + 1)
+        k = VALUE_SIZE[t]
+        if k >= 100:
+            value_end = name_end + k - 99 + i32(buf, name_end + 1)[0]
+        elif k >= 0:
+            value_end = name_end + 1 + k
+        else:
+            value_end = skip_value(t, buf, name_end + 1)
         key = index_name(idx)
         if idx == next_idx:
             out.append(_array_element(buf, pos, name_end, key, mods[mi]))
             mi += 1
-            next_idx = mods[mi][0] if mi < nmods else -1
+            next_idx = mods[mi][0] if mi < len(mods) else -1
         elif buf[pos + 1:name_end] == key:
             out.append(buf[pos:value_end])
         else:  # BSONArrayBuilder renames elements to their position
             out.append(bytes((t,)) + key + buf[name_end:value_end])
         idx += 1
         pos = value_end
-    while (new_len is not None and idx < new_len) or mi < nmods:
-        key = index_name(idx)
-        if idx == next_idx:
-            out.append(_array_element(None, 0, 0, key, mods[mi]))
-            mi += 1
-            next_idx = mods[mi][0] if mi < nmods else -1
-        else:  # a gap: pad with null
-            out.append(b"\x0a" + key + b"\x00")
-        idx += 1
+    _append_tail(out, idx, diff.new_len, mods, mi)
     return document(out)
+
+
+def _append_tail(out: list[bytes], idx: int, new_len: int | None,
+                 mods: list[tuple[int, int, Any]], mi: int) -> None:
+    """Past the old elements: ``u`` appends its value, ``s`` appends null and
+    a gap up to the next modification or the new length appends null.  Every
+    modification left (``mods[mi:]``) addresses an index >= ``idx``."""
+    for mod in mods[mi:]:
+        while idx < mod[0]:
+            out.append(b"\x0a" + index_name(idx) + b"\x00")
+            idx += 1
+        out.append(_array_element(None, 0, 0, index_name(idx), mod))
+        idx += 1
+    while new_len is not None and idx < new_len:
+        out.append(b"\x0a" + index_name(idx) + b"\x00")
+        idx += 1
 
 
 def _array_element(buf: bytes | None, pos: int, name_end: int, key: bytes,

@@ -20,6 +20,7 @@ from backupflows.errors import OplogError
 __all__ = [
     "InvalidUpdate", "BSON_ERRORS", "NULL", "OBJECT", "ARRAY", "BINARY",
     "raw_of", "check_document", "document", "elements", "index_name", "i32",
+    "VALUE_SIZE", "value_end",
 ]
 
 NULL, OBJECT, ARRAY, BINARY, BOOL, INT32, INT64 = 0x0A, 0x03, 0x04, 0x05, 0x08, 0x10, 0x12
@@ -32,6 +33,37 @@ i32 = _I32.unpack_from
 _pack_i32 = _I32.pack
 
 _INDEX_NAMES = [str(i).encode() for i in range(4096)]
+
+
+def _value_size_table() -> list[int]:
+    """Per type byte: the fixed value size (0-16); 100 + n for values that are
+    ``n`` bytes plus an int32 length read at the value's start; -1 for the rest
+    (regex, unknown types: ask ``skip_value``)."""
+    table = [-1] * 256
+    for t, size in {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x06: 0, 0x10: 4,
+                    0x11: 8, 0x12: 8, 0x13: 16, 0xFF: 0, 0x7F: 0}.items():
+        table[t] = size
+    for t, extra in {0x02: 4, 0x0D: 4, 0x0E: 4, 0x03: 0, 0x04: 0, 0x0F: 0, 0x05: 5,
+                     0x0C: 16}.items():
+        table[t] = 100 + extra
+    return table
+
+
+#: Inline value walking (hot loops):
+#:   k = VALUE_SIZE[t]
+#:   end = vs + k if 0 <= k < 100 else vs + k - 100 + i32(buf, vs)[0] if k >= 100
+#:         else skip_value(t, buf, vs)
+VALUE_SIZE = _value_size_table()
+
+
+def value_end(t: int, buf: bytes, vs: int) -> int:
+    """Offset just past the value of type ``t`` starting at ``vs``."""
+    k = VALUE_SIZE[t]
+    if k >= 100:
+        return vs + k - 100 + i32(buf, vs)[0]
+    if k >= 0:
+        return vs + k
+    return skip_value(t, buf, vs)
 
 
 class InvalidUpdate(OplogError):
@@ -71,6 +103,9 @@ def document(pieces: list[bytes]) -> bytes:
     return _pack_i32(len(body) + 5) + body + b"\x00"
 
 
+_value_end = value_end
+
+
 def elements(buf: bytes, start: int = 0) -> Iterator[tuple[int, int, int, int]]:
     """Walk the document at ``buf[start]``: yield (type, element start,
     name end (the NUL), value end) for every element."""
@@ -79,7 +114,7 @@ def elements(buf: bytes, start: int = 0) -> Iterator[tuple[int, int, int, int]]:
     while pos < end:
         t = buf[pos]
         name_end = buf.index(b"\x00", pos + 1)
-        value_end = skip_value(t, buf, name_end + 1)
+        value_end = _value_end(t, buf, name_end + 1)
         if value_end > end:
             raise InvalidUpdate("BSON element runs past the end of its document")
         yield t, pos, name_end, value_end
