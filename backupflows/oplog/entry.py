@@ -196,10 +196,12 @@ def _check(e: Entry) -> None:
         raise e.error("missing or non-Timestamp 'ts'")
     if e.op in SKIPPED_OPS or e.op == "n":
         return
-    if e.ns is None:
-        raise e.error("missing or non-string 'ns'")
     if e.o_span is None:
         raise e.error("missing or non-document 'o'")
+    if e.ns is None and e.op == "c" and e.raw[e.o_span[0] + 5:].startswith(b"applyOps\x00"):
+        e.ns = "admin.$cmd"  # some tools write applyOps entries without ns
+    if e.ns is None:
+        raise e.error("missing or non-string 'ns'")
     if e.op == "u" and e.o2_span is None:
         raise e.error("update without an 'o2' document")
     if e.op != "c" and "." not in e.ns:
