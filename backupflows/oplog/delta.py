@@ -16,7 +16,11 @@ Differences from the server, on purpose (each is noted where it is made):
   would then write a duplicate field when a diff is applied twice);
 - array indexes must be strictly ascending and below ``l``: the server does not
   check, and loops or fails an invariant on such diffs;
-- a ``b`` patch of a field that is not BinData leaves it unchanged.
+- a ``b`` patch of a field that is not BinData leaves it unchanged (the 8.0
+  applier source was not available to check; the reference only says that an
+  offset past the end leaves the value unchanged).
+As in the server, a section is recognised by the first letter of its name
+(``{update: {...}}`` is read as a ``u`` section).
 """
 
 from __future__ import annotations

@@ -167,6 +167,12 @@ def test_array_output_names_elements_by_position():
     assert out == bson.encode(S(("_id", 1), ("arr", ["a", "b", "c"])))
 
 
+def test_sections_are_recognised_by_their_first_letter_like_the_server():
+    doc = S(("_id", 1), ("a", 1), ("b", 2))
+    assert items(apply(doc, S(("del", S(("a", False),)), ("upd", S(("b", 3),))))) == [
+        ("_id", 1), ("b", 3)]
+
+
 def test_leading_zero_array_index_is_accepted():
     assert apply(S(("a", [1, 2]),), S(("sa", S(("a", True), ("u01", 5))),))["a"] == [1, 5]
 
