@@ -254,10 +254,10 @@ class CheckedChunks:
 
 
 class ChunkReader(io.RawIOBase):
-    """A raw binary stream over a source with ``read(n)`` (e.g. an HTTP body),
-    so callers get a standard ``io.BufferedReader``."""
+    """A raw binary stream over a source with ``read(n)`` (e.g. an HTTP body;
+    ``read(None)`` reads to the end), so callers get an ``io.BufferedReader``."""
 
-    def __init__(self, read: Callable[[int], bytes],
+    def __init__(self, read: Callable[[int | None], bytes],
                  close: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._read = read
@@ -271,6 +271,10 @@ class ChunkReader(io.RawIOBase):
         n = len(data)
         buffer[:n] = data
         return n
+
+    def readall(self) -> bytes:
+        """The rest of the stream in one call (``read(None)`` of the source)."""
+        return self._read(None)
 
     def close(self) -> None:
         if not self.closed and self._close is not None:

@@ -174,7 +174,7 @@ class S3Backend(Backend):
         with self._errors("open", name):
             body = self._client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
 
-        def read(n: int) -> bytes:
+        def read(n: int | None) -> bytes:
             with self._errors("read", name):
                 return body.read(n)
 
