@@ -114,9 +114,17 @@ def parse_seconds(name: str, raw: str) -> int:
     return value
 
 
+_URL_EXAMPLES = {
+    "BROKER_URL": "redis://host:6379/0",
+    "RESULT_BACKEND": "redis://host:6379/1",
+    "CATALOG_URL": "postgresql+psycopg://user@host/db",
+}
+
+
 def _url(name: str, raw: str) -> str:
     if "://" not in raw:
-        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a URL such as redis://host:6379/0")
+        example = _URL_EXAMPLES.get(name, "scheme://host/path")
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a URL such as {example}")
     return raw
 
 
