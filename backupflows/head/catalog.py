@@ -145,17 +145,16 @@ class Catalog:
     def indexes(self, c: Collection) -> list[tuple[str, bytes]]:
         return read_indexes(self._conn, c.cid)
 
-    def add_index(self, c: Collection, spec: bytes) -> bool:
-        """Append index ``spec`` unless an index of that name exists."""
+    def add_index(self, c: Collection, spec: bytes) -> None:
+        """Append index ``spec``. An index of the same name is replaced and
+        moves to the end: replaying an oplog over a later state, that is where
+        the later create of the index put it (so index order converges)."""
         name = index_name(spec)
-        if self._conn.execute("SELECT 1 FROM indexes WHERE cid=? AND name=?",
-                              (c.cid, name)).fetchone():
-            return False
+        self._conn.execute("DELETE FROM indexes WHERE cid=? AND name=?", (c.cid, name))
         pos = self._conn.execute("SELECT COALESCE(MAX(pos), -1) + 1 FROM indexes WHERE cid=?",
                                  (c.cid,)).fetchone()[0]
         self._conn.execute("INSERT INTO indexes (cid, name, pos, spec) VALUES (?, ?, ?, ?)",
                            (c.cid, name, pos, spec))
-        return True
 
     def replace_index(self, c: Collection, name: str, spec: bytes) -> None:
         self._conn.execute("UPDATE indexes SET spec=? WHERE cid=? AND name=?",

@@ -70,9 +70,17 @@ def _create(ctx: Context, e: Entry, o_raw: bytes) -> None:
     if rawdoc.field(o_raw, b"viewOn") is not None:
         views.create_view(w, db, name, rawdoc.without(o_raw, (b"create",)))
         return
-    if e.ui is not None and e.ui in w.catalog.by_uuid:
-        return
+    known = w.catalog.by_uuid.get(e.ui) if e.ui is not None else None
     occupant = w.catalog.get(db, name)
+    if known is not None:
+        # Replaying over a later state: the collection exists under the name
+        # a later rename gave it; take it back (the server does the same).
+        if known is not occupant:
+            if occupant is not None:
+                displace(w, occupant)
+            w.flush()
+            w.catalog.rename(known, db, name, w.seq)
+        return
     if occupant is not None:
         if occupant.holds_documents and (occupant.uuid is None or e.ui is None):
             if occupant.uuid is None and e.ui is not None:
@@ -119,25 +127,28 @@ def _rename(ctx: Context, e: Entry, o_raw: bytes) -> None:
     if is_internal(".".join(src)):
         return
     c = target(w, src[0], src[1], e.ui)
+    drop_target = rawdoc.value(o_raw, b"dropTarget")
+    if isinstance(drop_target, Binary) and drop_target.subtype == 4:
+        # After this entry the collection with that UUID exists nowhere.
+        victim = w.catalog.by_uuid.get(bytes(drop_target))
+        if victim is not None and victim is not c:
+            drop(w, victim)
     if c is None:
         return
     if is_internal(".".join(dst)):
         drop(w, c)
         return
     if (c.db, c.name) != dst:
-        _clear_target(w, c, dst, rawdoc.value(o_raw, b"dropTarget"))
+        _clear_target(w, dst, drop_target)
         w.flush()
         w.catalog.rename(c, dst[0], dst[1], w.seq)
     if rawdoc.value(o_raw, b"stayTemp") is not True and rawdoc.field(c.options, b"temp"):
         w.catalog.set_options(c, rawdoc.without(c.options, (b"temp",)))
 
 
-def _clear_target(w: HeadWriter, c: Collection, dst: tuple[str, str], drop_target: Any) -> None:
-    """Free ``dst`` for the rename of ``c`` (dropTarget: a UUID or a bool)."""
-    if isinstance(drop_target, Binary) and drop_target.subtype == 4:
-        victim = w.catalog.by_uuid.get(bytes(drop_target))
-        if victim is not None and victim is not c:
-            drop(w, victim)
+def _clear_target(w: HeadWriter, dst: tuple[str, str], drop_target: Any) -> None:
+    """Free ``dst`` for a rename (dropTarget: a UUID, already dropped, or a
+    bool on 4.0): drop the occupant it names, move any other aside."""
     occupant = w.catalog.get(*dst)
     if occupant is None:
         return
