@@ -60,10 +60,10 @@ def atomic_write(path: Path, compressed: bool = False, fsync: bool = True) -> It
     """Write ``path`` under a temporary name, fsync it, then rename it.
 
     Readers see either the previous file or the complete new one; a failure
-    (or a crash) leaves at most a hidden ``.<name>.tmp-*`` file, which
+    (or a crash) leaves at most a hidden ``.tmp-*`` file, which
     readers skip.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:16]}")  # short: names may be 255 bytes
     raw = open(tmp, "wb", buffering=BUFFER)  # noqa: SIM115 - closed below
     try:
         if compressed:
