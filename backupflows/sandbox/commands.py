@@ -1,0 +1,194 @@
+"""Command dispatch: from a decoded request to the encoded reply body.
+
+Handlers live in the ``commands_*`` modules and register themselves with
+``@command``. Every reply carries ``ok`` plus the ``$clusterTime`` and
+``operationTime`` a replica-set member gossips (the last oplog timestamp);
+errors are ``{ok: 0, errmsg, code, codeName}`` (+ ``errorLabels``). Session
+fields are resolved here: ``autocommit: false`` puts the command inside its
+transaction, a ``txnNumber`` on a write outside one makes it a retryable write.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bson.binary import Binary
+from bson.int64 import Int64
+from bson.timestamp import Timestamp
+
+from backupflows.sandbox import wire
+from backupflows.sandbox.errors import BAD_VALUE, COMMAND_NOT_FOUND, CommandError
+from backupflows.sandbox.oplog import ts_parts
+from backupflows.sandbox.store import PLAIN, Store, WriteContext
+
+if TYPE_CHECKING:
+    from backupflows.sandbox.server import Connection, SandboxServer
+
+RETRYABLE_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150,
+                   134}
+TXN_FINISHERS = ("commitTransaction", "abortTransaction")
+
+
+@dataclass
+class Ctx:
+    """One command being executed."""
+
+    server: SandboxServer
+    conn: Connection
+    db: str
+    cmd: dict
+    name: str
+    sequences: dict[str, list[bytes]] = field(default_factory=dict)
+    write: WriteContext = field(default_factory=WriteContext)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        return self.cmd.get(name, default)
+
+    def documents(self, name: str) -> list[bytes]:
+        """A document list argument as raw BSON (kind-1 sequence or body array)."""
+        if name in self.sequences:
+            return self.sequences[name]
+        values = self.cmd.get(name)
+        if values is None:
+            return []
+        if not isinstance(values, list):
+            raise CommandError(14, f"BSON field '{self.name}.{name}' is the wrong type",
+                               "TypeMismatch")
+        from backupflows.sandbox.storage import encode
+        return [encode(v) for v in values]
+
+    def doc_list(self, name: str) -> list[dict]:
+        if name in self.sequences:
+            from backupflows.sandbox.storage import decode
+            return [decode(raw) for raw in self.sequences[name]]
+        values = self.cmd.get(name) or []
+        if not isinstance(values, list):
+            raise CommandError(14, f"BSON field '{self.name}.{name}' is the wrong type",
+                               "TypeMismatch")
+        return values
+
+
+@dataclass
+class Command:
+    fn: Callable[[Ctx], Any]
+    locked: bool = True
+    write: bool = False
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(*names: str, locked: bool = True, write: bool = False) -> Callable:
+    def register(fn: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
+        for name in names:
+            COMMANDS[name] = Command(fn, locked, write)
+        return fn
+    return register
+
+
+class RawReply:
+    """A reply whose elements are already encoded (cursor batches)."""
+
+    def __init__(self, elements: bytes) -> None:
+        self.elements = elements
+
+
+def cluster_time_elements(store: Store) -> bytes:
+    ts = Timestamp(*ts_parts(store.oplog.last_ts))
+    return wire.elements({"$clusterTime": {"clusterTime": ts,
+                                           "signature": {"hash": Binary(b"\x00" * 20, 0),
+                                                         "keyId": Int64(0)}},
+                          "operationTime": ts})
+
+
+def success_reply(store: Store, result: Any) -> bytes:
+    if isinstance(result, RawReply):
+        body = result.elements + wire.elements({"ok": 1.0})
+    else:
+        result = dict(result or {})
+        result.setdefault("ok", 1.0)
+        body = wire.elements(result)
+    return wire.doc_from_elements(body, cluster_time_elements(store))
+
+
+def error_reply(store: Store, err: CommandError) -> bytes:
+    doc = err.to_reply()
+    doc.update(getattr(err, "details", None) or {})
+    labels = getattr(err, "labels", None)
+    if labels:
+        doc["errorLabels"] = list(labels)
+    return wire.doc_from_elements(wire.elements(doc), cluster_time_elements(store))
+
+
+def _session_context(ctx: Ctx, spec: Command) -> WriteContext:
+    cmd, store = ctx.cmd, ctx.store
+    lsid = cmd.get("lsid")
+    lsid_id = lsid.get("id") if isinstance(lsid, dict) else None
+    txn_number = cmd.get("txnNumber")
+    if cmd.get("autocommit") is False:
+        if not isinstance(lsid_id, uuidlib.UUID) or txn_number is None:
+            raise CommandError(BAD_VALUE, "'autocommit' requires a session and a txnNumber")
+        if ctx.name in TXN_FINISHERS:
+            return WriteContext(lsid_id, int(txn_number))
+        if cmd.get("startTransaction"):
+            txn = store.sessions.start(lsid_id, int(txn_number))
+        else:
+            txn = store.sessions.active(lsid_id, int(txn_number))
+        return WriteContext(lsid_id, int(txn_number), txn=txn)
+    if txn_number is not None and spec.write and isinstance(lsid_id, uuidlib.UUID):
+        retry = store.sessions.retry_state(lsid_id, int(txn_number))
+        return WriteContext(lsid_id, int(txn_number), retry=retry)
+    return PLAIN
+
+
+def _run_locked(ctx: Ctx, spec: Command) -> Any:
+    store = ctx.store
+    with store.lock:
+        ctx.write = _session_context(ctx, spec)
+        txn = ctx.write.txn
+        try:
+            result = spec.fn(ctx)
+        except CommandError as err:
+            if txn is not None and txn.state == "in progress":
+                store.sessions.rollback(txn)
+                err.labels = ["TransientTransactionError"]
+            raise
+        if txn is not None and isinstance(result, dict) and result.get("writeErrors"):
+            store.sessions.rollback(txn)
+        return result
+
+
+def run(ctx: Ctx) -> bytes:
+    """Execute one command; always returns a reply body (errors included)."""
+    store = ctx.store
+    spec = COMMANDS.get(ctx.name)
+    try:
+        if spec is None:
+            raise CommandError(COMMAND_NOT_FOUND, f"no such command: '{ctx.name}'")
+        store.opcounters["command"] += 1
+        result = _run_locked(ctx, spec) if spec.locked else spec.fn(ctx)
+        return success_reply(store, result)
+    except CommandError as err:
+        if (ctx.write.retry is not None or ctx.name in TXN_FINISHERS) \
+                and err.code in RETRYABLE_CODES:
+            err.labels = list(getattr(err, "labels", None) or []) + ["RetryableWriteError"]
+        return error_reply(store, err)
+
+
+def load_handlers() -> None:
+    """Import the modules that register handlers (idempotent)."""
+    from backupflows.sandbox import (  # noqa: F401
+        commands_admin,
+        commands_crud,
+        commands_ddl,
+        commands_find,
+        commands_list,
+    )
