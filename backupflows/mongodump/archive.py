@@ -108,12 +108,13 @@ class ArchiveWriter:
         """Append raw documents to a namespace; returns how many were written."""
         stream = self._stream(namespace)
         self._start()
-        self._switch_to(stream)
         out, crc = self._out, stream.crc
         count = 0
         for doc in documents:
             check_raw_document(doc, f"document {stream.count + count} of {stream.db}."
                                f"{stream.data_name}")
+            if not count:
+                self._switch_to(stream)  # a block header only when data follows
             out.write(doc)
             crc.update(doc)
             count += 1

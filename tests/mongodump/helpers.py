@@ -25,7 +25,7 @@ def random_documents(seed: int, count: int, max_pad: int = 300) -> list[bytes]:
     docs = []
     for i in range(count):
         docs.append(bson.encode({
-            "_id": rng.choice([i, Int64(i), float(i) + 0.5, str(i), ObjectId()]),
+            "_id": rng.choice([i, Int64(i), float(i) + 0.5, str(i), ObjectId(rng.randbytes(12))]),
             "s": "é" * rng.randrange(0, 5) + "x" * rng.randrange(0, max_pad),
             "n": rng.choice([None, True, Decimal128("1.10"), Timestamp(i, 1)]),
             "b": Binary(rng.randbytes(rng.randrange(0, 20)), rng.choice([0, 4, 128])),
