@@ -132,7 +132,7 @@ def _load_chunk(w: HeadWriter, c: Collection, buf: list[tuple[bytes, bytes]]) ->
     w.prefetch(c.cid, (k for k, _ in buf))
     for k, raw in buf:
         w.put(c, k, raw)
-    w.flush()
+    w.forget()
     return len(buf)
 
 

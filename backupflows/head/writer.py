@@ -144,6 +144,11 @@ class HeadWriter:
             self._missing.clear()
         self._flush_hashes()
 
+    def forget(self) -> None:
+        """Flush, then drop the read cache (bounds memory of long transactions)."""
+        self.flush()
+        self._cache.clear()
+
     def _flush_hashes(self) -> None:
         for cid, (dcount, dsum) in self._hash.items():
             c = self.catalog.by_cid.get(cid)
