@@ -42,6 +42,7 @@ MAGIC = 0x8199E26D
 MAGIC_BYTES = MAGIC.to_bytes(4, "little")
 TERMINATOR = b"\xff\xff\xff\xff"
 FORMAT_VERSION = "0.1"
+_CHUNK = 1 << 20  # documents are written and hashed in chunks of about this size
 NamespaceKey = tuple[str, str]
 
 
@@ -108,18 +109,28 @@ class ArchiveWriter:
         """Append raw documents to a namespace; returns how many were written."""
         stream = self._stream(namespace)
         self._start()
-        out, crc = self._out, stream.crc
+        pending = bytearray()
         count = 0
-        for doc in documents:
-            check_raw_document(doc, f"document {stream.count + count} of {stream.db}."
-                               f"{stream.data_name}")
-            if not count:
-                self._switch_to(stream)  # a block header only when data follows
-            out.write(doc)
-            crc.update(doc)
-            count += 1
-        stream.count += count
+        try:
+            for doc in documents:
+                check_raw_document(doc, f"document {stream.count + count} of {stream.db}."
+                                   f"{stream.data_name}")
+                if not count:
+                    self._switch_to(stream)  # a block header only when data follows
+                pending += doc
+                count += 1
+                if len(pending) >= _CHUNK:
+                    self._emit(stream, pending)
+        finally:
+            self._emit(stream, pending)
+            stream.count += count
         return count
+
+    def _emit(self, stream: _Stream, pending: bytearray) -> None:
+        if pending:
+            self._out.write(pending)
+            stream.crc.update(pending)
+            pending.clear()
 
     def end_namespace(self, namespace: CollectionMeta | NamespaceKey) -> None:
         """Write the namespace's EOF header with its CRC; no documents may follow."""

@@ -76,6 +76,17 @@ class ArchiveReader:
         self.source = source
         self.validate = validate
         self._offset = 0
+        self.compressed = False
+        try:
+            self._read_start(fileobj)
+        except DumpFormatError:
+            raise
+        except READ_ERRORS as exc:
+            raise DumpFormatError(f"{source}: offset {self._offset}: corrupt or truncated "
+                                  f"gzip data: {exc}") from exc
+
+    def _read_start(self, fileobj: BinaryIO) -> None:
+        source = self.source
         first = read_exact(fileobj, 4)
         self.compressed = first[:2] == GZIP_MAGIC
         if self.compressed:

@@ -29,7 +29,7 @@ def _make_table() -> list[int]:
 _TABLE = _make_table()
 
 
-def crc64_xz_pure(data: bytes, initial: int = 0) -> int:
+def crc64_xz_pure(data: bytes | bytearray, initial: int = 0) -> int:
     """CRC-64/XZ of ``data`` continuing from the checksum ``initial``."""
     crc = initial ^ _MASK
     table = _TABLE
@@ -64,7 +64,7 @@ class Crc64:
     def __init__(self) -> None:
         self.value = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         self.value = crc64_xz(data, self.value)
 
     @property

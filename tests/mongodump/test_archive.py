@@ -297,8 +297,9 @@ def test_every_truncation_is_an_error() -> None:
 
 def test_truncated_gzip_archive_is_an_error() -> None:
     data, _ = write_sample(True)
-    with pytest.raises(DumpFormatError):
-        read_everything(data[:-10])
+    for cut in [3, 12, 30, 200, len(data) // 2, len(data) - 10, len(data) - 1]:
+        with pytest.raises(DumpFormatError, match="gzip data|ends"):
+            read_everything(data[:cut])
 
 
 def _archive(*parts: bytes, prelude: tuple[CollectionMeta, ...] = (COLL,)) -> bytes:
@@ -368,3 +369,25 @@ def test_memory_does_not_grow_with_archive_size(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == 20400
     assert peak < 4_000_000, f"peak {peak} bytes for a 20 MB archive"
+
+
+def test_archives_work_without_fastcrc() -> None:
+    """The pure-Python CRC fallback writes and checks the same archives."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, io; sys.modules['fastcrc'] = None\n"
+        "from backupflows.mongodump import ArchiveWriter, ArchiveReader, CollectionMeta\n"
+        "from backupflows.mongodump.crc64 import ACCELERATED\n"
+        "import bson\n"
+        "assert not ACCELERATED\n"
+        "m = CollectionMeta('d', 'c'); out = io.BytesIO()\n"
+        "with ArchiveWriter(out) as w:\n"
+        "    w.add_namespace(m); w.write_documents(m, [bson.encode({'_id': i}) for i in range(9)])\n"
+        "out.seek(0); assert sum(1 for _ in ArchiveReader(out).documents()) == 9\n"
+        "sys.stdout.buffer.write(out.getvalue())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    parsed = spec_parse(result.stdout)
+    assert len(parsed.documents) == 9
+    check_crcs(parsed)
