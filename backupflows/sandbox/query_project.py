@@ -72,7 +72,9 @@ def parse_projection(projection: Mapping) -> _Spec:
                                "sandbox")
         _add(spec, spec.fields, path.split("."), value, path)
     if spec.mode is None:
-        spec.mode = EXCLUDE
+        # Only _id (and $slice/$elemMatch): {_id: 1} is an inclusion projection.
+        id_node = spec.fields.get("_id")
+        spec.mode = INCLUDE if id_node == (INCLUDE, None) else EXCLUDE
     return spec
 
 

@@ -177,7 +177,7 @@ class ObjectNode(UpdateNode):
         for name in sorted(self.children):
             child = self.children[name]
             if pending and name == matched:
-                child = merge_nodes(self.positional, child, ctx.dotted([name]))
+                child = merge_nodes(self.positional, child, ctx.dotted(ctx.create + [name]))
                 pending = False
             elif pending and matched < name:
                 ref, sub = apply_child(self.positional, matched, ref, ctx)
