@@ -12,7 +12,8 @@ Layout (mongo-tools ``common/archive/spec.md`` and the Go code beside it)::
              documents ..., terminator
     EOF      per namespace, once: {db, collection, EOF: true, CRC: int64}, terminator
 
-Blocks of different namespaces interleave. A namespace that receives no
+Blocks of different namespaces interleave; a block header is written when a
+namespace's documents follow another's. A namespace that receives no
 documents (an empty collection, a view) still gets one empty block and its
 EOF, as mongodump writes it (mongorestore creates views on that trigger). A
 time series is listed in the prelude under its own name with type
@@ -89,7 +90,9 @@ class ArchiveWriter:
         if self._started:
             raise DumpFormatError("archive prelude already written: add namespaces first")
         key = (meta.db, meta.name)
-        if key in self._streams:
+        data_key = (meta.db, meta.data_name)
+        if key in self._streams or any((s.db, s.data_name) == data_key
+                                       for s in self._streams.values()):
             raise DumpFormatError(f"namespace {meta.namespace} added twice")
         self._prelude.append(bson.encode({
             "db": meta.db, "collection": meta.name, "metadata": meta.to_json(),

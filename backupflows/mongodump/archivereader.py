@@ -108,6 +108,9 @@ class ArchiveReader:
                                       "is twice in the prelude")
             self.progress[entry.data_key] = NamespaceProgress(entry)
 
+    def __iter__(self) -> Iterator[tuple[NamespaceKey, bytes]]:
+        return self.documents()
+
     def documents(self) -> Iterator[tuple[NamespaceKey, bytes]]:
         """Every document in archive order; raises on any corruption or CRC mismatch."""
         try:
