@@ -27,6 +27,10 @@ from backupflows.sandbox.store import PLAIN, Store, WriteContext
 if TYPE_CHECKING:
     from backupflows.sandbox.server import Connection, SandboxServer
 
+# NotPrimaryError and ShutdownError categories: the server adds its
+# topologyVersion to these errors, so drivers can tell a stale error (same
+# topologyVersion) from a real state change (SDAM spec).
+STATE_CHANGE_CODES = {10107, 13435, 13436, 11600, 11602, 189, 91}
 RETRYABLE_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150,
                    134}
 TXN_FINISHERS = ("commitTransaction", "abortTransaction")
@@ -119,12 +123,15 @@ def success_reply(store: Store, result: Any) -> bytes:
     return wire.doc_from_elements(body, cluster_time_elements(store))
 
 
-def error_reply(store: Store, err: CommandError) -> bytes:
+def error_reply(store: Store, err: CommandError, topology_version: dict | None = None
+                ) -> bytes:
     doc = err.to_reply()
     doc.update(getattr(err, "details", None) or {})
     labels = getattr(err, "labels", None)
     if labels:
         doc["errorLabels"] = list(labels)
+    if topology_version is not None and err.code in STATE_CHANGE_CODES:
+        doc["topologyVersion"] = topology_version
     return wire.doc_from_elements(wire.elements(doc), cluster_time_elements(store))
 
 
@@ -180,7 +187,7 @@ def run(ctx: Ctx) -> bytes:
         if (ctx.write.retry is not None or ctx.name in TXN_FINISHERS) \
                 and err.code in RETRYABLE_CODES:
             err.labels = list(getattr(err, "labels", None) or []) + ["RetryableWriteError"]
-        return error_reply(store, err)
+        return error_reply(store, err, ctx.server.topology_version())
 
 
 def load_handlers() -> None:

@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from bson.objectid import ObjectId
+from bson.timestamp import Timestamp
 
 from backupflows.bsonorder import find_field, id_key, skip_value
 from backupflows.sandbox import plan, wire
@@ -27,6 +28,7 @@ from backupflows.sandbox.errors import (
     TYPE_MISMATCH,
     CommandError,
 )
+from backupflows.sandbox.oplog import ts_parts
 from backupflows.sandbox.storage import Collection, decode, encode
 
 INVALID_ID_FIELD = 53
@@ -113,16 +115,23 @@ def insert(ctx: Ctx) -> dict:
 # -- updates -------------------------------------------------------------------
 
 @cache
-def _accepts_query() -> bool:
+def _engine_options() -> frozenset[str]:
     from backupflows.sandbox.update import apply_update
-    return "query" in inspect.signature(apply_update).parameters
+    return frozenset(inspect.signature(apply_update).parameters)
 
 
-def apply(doc: dict, update: Any, array_filters: list | None, query: Mapping) -> Any:
+def apply(ctx: Ctx, doc: dict, update: Any, array_filters: list | None,
+          query: Mapping) -> Any:
+    """Run the update engine; ``$currentDate: {$type: "timestamp"}`` gets the
+    timestamp this write's oplog entry will carry."""
     from backupflows.sandbox.update import apply_update
-    if _accepts_query():
-        return apply_update(doc, update, array_filters=array_filters, query=query)
-    return apply_update(doc, update, array_filters=array_filters)
+    kwargs: dict[str, Any] = {"array_filters": array_filters}
+    accepted = _engine_options()
+    if "query" in accepted:
+        kwargs["query"] = query
+    if "cluster_time" in accepted:
+        kwargs["cluster_time"] = lambda: Timestamp(*ts_parts(ctx.store.oplog.next_ts()))
+    return apply_update(doc, update, **kwargs)
 
 
 def _check_update_spec(spec: Mapping) -> tuple[Mapping, Any, bool, bool, list | None]:
@@ -145,7 +154,7 @@ def update_one_doc(ctx: Ctx, coll: Collection, rid: int, u: Any, array_filters: 
     """Apply ``u`` to the document at ``rid``: (old doc, new doc, modified)."""
     old_raw = coll.records[rid]
     old = decode(old_raw)
-    outcome = apply(old, u, array_filters, q)
+    outcome = apply(ctx, old, u, array_filters, q)
     if outcome.oplog_o is None:
         return old, outcome.new_doc, False
     new_raw = encode(outcome.new_doc)

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from backupflows.bsonorder import KeyError_
@@ -236,7 +237,8 @@ class SandboxServer:
                 err = CommandError(action.error_code,
                                    f"Failing command {name} via 'failCommand' failpoint")
                 err.labels = action.labels
-                return self._send(conn, request, commands.error_reply(self.store, err))
+                reply = commands.error_reply(self.store, err, self.topology_version())
+                return self._send(conn, request, reply)
         reply = commands.run(ctx)
         ok = self._send(conn, request, reply)
         for callback in ctx.after:
@@ -255,6 +257,9 @@ class SandboxServer:
         return True
 
     # -- facts for hello/serverStatus --------------------------------------
+    def topology_version(self) -> dict:
+        return {"processId": self.process_id, "counter": Int64(self.topology_counter)}
+
     def connection_count(self) -> int:
         with self._conns_lock:
             return len(self._conns)

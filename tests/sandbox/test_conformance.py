@@ -26,10 +26,6 @@ from bson.timestamp import Timestamp
 from pymongo import monitoring
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from tests.sandbox._standin import ensure_update_engine
-
-ensure_update_engine()
-
 ORDERED = CodecOptions(document_class=SON)
 PLAIN_FIELDS = ["op", "ns", "ui", "o", "o2", "ts", "t", "v", "wall"]
 RETRYABLE_FIELDS = ["lsid", "txnNumber", "op", "ns", "ui", "o", "o2", "stmtId",
