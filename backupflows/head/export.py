@@ -105,11 +105,11 @@ class HeadReader:
         Deletes older than a pruned mark are no longer reported.
         """
         cur = self.conn.execute(
-            "SELECT k, doc FROM docs WHERE cid=? AND seq>?"
-            " UNION ALL SELECT k, NULL FROM tombstones WHERE cid=? AND seq>?"
-            " ORDER BY 1, 2 IS NULL", (c.cid, mark, c.cid, mark))
+            "SELECT k, doc, 0 FROM docs WHERE cid=? AND seq>?"
+            " UNION ALL SELECT k, NULL, 1 FROM tombstones WHERE cid=? AND seq>?"
+            " ORDER BY 1, 3", (c.cid, mark, c.cid, mark))
         last: bytes | None = None
-        for k, doc in cur:
+        for k, doc, _ in cur:
             k = bytes(k)
             if k == last:
                 continue  # a tombstone of a key written again later
