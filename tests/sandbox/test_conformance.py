@@ -321,6 +321,30 @@ def test_drop_index_and_coll_mod(plain, unique_db):
     assert names == ["_id_", "t_1"]
 
 
+def test_unique_secondary_index_is_enforced(plain, unique_db):
+    coll = plain[unique_db].c
+    coll.create_index([("a", 1)], unique=True, name="a_1")
+    coll.insert_one({"_id": 1, "a": 1})
+    with pytest.raises(DuplicateKeyError) as info:
+        coll.insert_one({"_id": 2, "a": 1})
+    assert info.value.details["keyPattern"] == {"a": 1}
+    assert info.value.details["keyValue"] == {"a": 1}
+    coll.insert_one({"_id": 3, "a": 2})
+    with pytest.raises(DuplicateKeyError):
+        coll.update_one({"_id": 3}, {"$set": {"a": 1}})
+    assert coll.find_one({"_id": 3}) == {"_id": 3, "a": 2}
+    other = plain[unique_db].d
+    other.insert_many([{"_id": 1, "b": 5}, {"_id": 2, "b": 5}])
+    start = last_ts(plain)
+    with pytest.raises(DuplicateKeyError):
+        other.create_index([("b", 1)], unique=True, name="b_1")
+    started, aborted = entries(plain, unique_db, start)
+    assert "startIndexBuild" in started["o"] and aborted["o"]["abortIndexBuild"] == "d"
+    assert aborted["o"]["indexBuildUUID"] == started["o"]["indexBuildUUID"]
+    assert aborted["o"]["cause"]["code"] == 11000
+    assert [i["name"] for i in other.list_indexes()] == ["_id_"]
+
+
 # -- transactions --------------------------------------------------------------------
 
 def test_transaction_commits_one_apply_ops(mongo_client, unique_db):
