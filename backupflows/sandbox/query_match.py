@@ -21,6 +21,7 @@ Semantics follow src/mongo/db/matcher/ of the MongoDB server:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,10 +39,10 @@ from backupflows.sandbox.query_values import (
     is_doc,
     is_number,
     parse_index,
+    regex_flags,
     to_regex,
     truthy,
     value_key,
-    values_equal,
 )
 
 # A compiled matcher: (document, detail) -> bool.  ``detail`` is a one-slot
@@ -119,8 +120,7 @@ def _all_of(matchers: list[Matcher]) -> Matcher:
 # ----------------------------------------------------------------- leaf predicates
 
 def _eq_pred(operand: Any) -> Callable[[Any], bool]:
-    if isinstance(operand, Regex) or hasattr(operand, "pattern") and not isinstance(
-            operand, (str, bytes, Mapping)):
+    if isinstance(operand, Regex) or _is_pattern(operand):
         return _regex_pred(to_regex(operand), operand)
     key = value_key(operand)
     return lambda value: value_key(value) == key
@@ -268,7 +268,6 @@ def _path_matchers(path: str, cond: Any) -> list[Matcher]:
 
 
 def _is_pattern(value: Any) -> bool:
-    import re
     return isinstance(value, re.Pattern)
 
 
@@ -289,8 +288,7 @@ def _regex_matcher(parts: list[str], ops: Mapping) -> Matcher:
     source = ops["$regex"]
     options = ops.get("$options", "")
     if isinstance(source, Regex):
-        flags = source.flags if isinstance(source.flags, str) else ""
-        pattern = compile_regex(source.pattern, options or flags)
+        pattern = compile_regex(source.pattern, options or regex_flags(source))
     elif isinstance(source, str):
         if not isinstance(options, str):
             raise CommandError(BAD_VALUE, "$options has to be a string")
@@ -341,9 +339,7 @@ def _elem_match(parts: list[str], operand: Any) -> Matcher:
         ops = _operator_matchers(["v"], operand)
 
         def elem_ok(elem: Any) -> bool:
-            wrapped = {"v": elem}
-            return all(m(wrapped, [None]) for m in ops) if not isinstance(elem, list) \
-                else all(_value_only(m, elem) for m in ops)
+            return all(m({"v": elem}, [None]) for m in ops)
     else:
         sub = compile_filter(operand)
 
@@ -359,11 +355,6 @@ def _elem_match(parts: list[str], operand: Any) -> Matcher:
                         return True
         return False
     return match
-
-
-def _value_only(matcher: Matcher, elem: list) -> bool:
-    """Apply a value matcher to an array element without expanding it."""
-    return matcher({"v": elem}, [None])
 
 
 def _all(parts: list[str], operand: Any) -> Matcher:
@@ -438,6 +429,3 @@ def match_details(doc: Mapping, filt: Mapping) -> tuple[bool, str | None]:
     detail: list = [None]
     return cached_filter(filt)(doc, detail), detail[0]
 
-
-def values_equal_any(a: Any, b: Any) -> bool:
-    return values_equal(a, b)

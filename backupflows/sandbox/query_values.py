@@ -221,12 +221,15 @@ def to_regex(value: Any) -> re.Pattern:
     if isinstance(value, re.Pattern):
         return value
     if isinstance(value, Regex):
-        return compile_regex(value.pattern, value.flags if isinstance(value.flags, str)
-                             else _flags_str(value.flags))
+        return compile_regex(value.pattern, regex_flags(value))
     raise CommandError(BAD_VALUE, "$regex has to be a string")
 
 
-def _flags_str(flags: int) -> str:
+def regex_flags(value: Regex) -> str:
+    """The option letters of a BSON regex (pymongo keeps them as re flags)."""
+    flags = value.flags
+    if isinstance(flags, str):
+        return flags
     out = ""
     for char, bit in (("i", re.IGNORECASE), ("m", re.MULTILINE), ("s", re.DOTALL),
                       ("x", re.VERBOSE)):

@@ -20,7 +20,10 @@ entry, or None when the update changed nothing (then no entry is written):
 - pipeline updates (a list of $set/$addFields/$unset/$project/$replaceRoot/
   $replaceWith stages with the expressions of query_expr.py): the before/after
   diff of update_diff.py, or the full document when that diff is not smaller
-  (pipeline_executor.cpp).
+  (pipeline_executor.cpp).  One deliberate difference: the server diffs the
+  pipeline's output, the sandbox diffs the stored post-image; they differ only
+  when the pipeline drops _id (which the replacement keeps), where the server's
+  diff would delete _id.
 
 ``query`` gives the filter the document matched, needed by the positional `$`
 (its array index comes from the match, as MatchDetails::elemMatchKey).  ``now``

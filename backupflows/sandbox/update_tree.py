@@ -32,7 +32,7 @@ from backupflows.sandbox.errors import (
     FAILED_TO_PARSE,
     CommandError,
 )
-from backupflows.sandbox.query_values import is_doc, parse_index, render, render_element
+from backupflows.sandbox.query_values import is_doc, parse_index, render_element
 from backupflows.sandbox.update_log import FIELD, INDEX, V2LogBuilder
 
 EMPTY_FIELD_NAME = 56
@@ -382,6 +382,3 @@ def _collect_names(spec: Mapping, names: list[str]) -> None:
         elif not key.startswith("$"):
             names.append(key.split(".")[0])
 
-
-def describe_update(update: Mapping) -> str:
-    return render(update)

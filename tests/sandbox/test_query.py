@@ -95,6 +95,7 @@ def test_comparisons(filt: dict, expected: bool) -> None:
     ({"nul": {"$type": "null"}}, True), ({"missing": {"$type": "null"}}, False),
     ({"s": {"$regex": "^hel", "$options": "i"}}, True), ({"s": {"$regex": "^hel"}}, False),
     ({"s": Regex("llo$")}, True), ({"n": {"$regex": "5"}}, False),
+    ({"s": {"$regex": Regex("^hel", "i")}}, True), ({"s": Regex("^HEL", "i")}, True),
     ({"n": {"$not": {"$gt": 6}}}, True), ({"n": {"$not": {"$gt": 4}}}, False),
     ({"s": {"$not": Regex("^x")}}, True),
     ({"arr": {"$size": 3}}, True), ({"arr": {"$size": 2}}, False), ({"n": {"$size": 1}}, False),

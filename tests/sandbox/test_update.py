@@ -277,6 +277,10 @@ def test_min_max() -> None:
     ({"a": [1, 2]}, {"$each": [], "$sort": 1}, {"a": [1, 2]}, diff({"u": {"a": [1, 2]}})),
     ({"a": [{"x": 2}, {"x": 1}]}, {"$each": [{"x": 3}], "$sort": {"x": -1}},
      {"a": [{"x": 3}, {"x": 2}, {"x": 1}]}, diff({"u": {"a": [{"x": 3}, {"x": 2}, {"x": 1}]}})),
+    # ApplyToArrayWithSlice: the trimmed result equals the old array, still a change
+    ({"a": [3]}, {"$each": [2, -1], "$slice": 1}, {"a": [3]}, diff({"u": {"a": [3]}})),
+    # ApplyEmptyEachToEmptyArray (a missing field): the empty array is created
+    ({}, {"$each": []}, {"a": []}, diff({"i": {"a": []}})),
     # pushing a document pushes it as a value
     ({"a": [1]}, {"b": 1}, {"a": [1, {"b": 1}]}, diff({"sa": {"a": True, "u1": {"b": 1}}})),
 ])
@@ -616,3 +620,88 @@ def test_upsert_errors() -> None:
 def test_upsert_with_pipeline() -> None:
     doc = upsert_document({"_id": 1, "a": 2}, [{"$set": {"b": {"$add": ["$a", 1]}}}])
     assert same(doc, {"_id": 1, "a": 2, "b": 3})
+
+
+# ----------------------------------------------------------------- the pipeline diff itself
+# (document_diff_calculator_test.cpp; the third value is the padding the test passes)
+
+_LONG = "veryLargeStringValueveryLargeStringValue"
+DIFF_VECTORS = [
+    ({"field1": 1}, {"field1": 1}, 5, {}),                                   # SameObjectsNoDiff
+    ({}, {}, 0, None),                                                       # EmptyObjsNoDiff
+    ({"a": {"b": 1}}, {"a": {"b": 1}, "c": 1}, 0, {"i": {"c": 1}}),          # SimpleInsert
+    ({"a": {"b": 1}, "c": 1}, {"a": {"b": 1}, "c": 2}, 0, {"u": {"c": 2}}),  # SimpleUpdate
+    ({"a": {"b": 1}, "c": 1}, {"a": {"b": 1}}, 0, {"d": {"c": False}}),      # SimpleDelete
+    ({"a": {}, "e": 1, "f": 1}, {"a": {"b": {"c": {"d": 1}}}, "e": 1, "f": 1}, 0,
+     {"u": {"a": {"b": {"c": {"d": 1}}}}}),                                  # SimpleInsertNestedSingle
+    ({"a": {"b": {"c": {"d": 1, "e": 1, "f": 1}}}}, {"a": {"b": {"c": {"d": 2, "e": 1, "f": 1}}}},
+     0, {"sa": {"sb": {"sc": {"u": {"d": 2}}}}}),                            # SimpleUpdateNestedObj
+    ({"a": {"b": {"c": {"d": 1}, "e": 1, "f": 1}}}, {"a": {"b": {"c": {}, "e": 1, "f": 1}}}, 0,
+     {"sa": {"sb": {"u": {"c": {}}}}}),                                      # SimpleDeleteNestedObj
+    ({"a": 1, "b": 2, "c": 3}, {"A": 1, "B": 2, "C": 3}, 0, None),          # ReplaceAllFieldsLargeDelta
+    ({"b": 1, "c": 1, "d": 1}, {"a": 1, "b": 1, "c": 1, "d": 1}, 0, None),   # InsertFrontFieldLargeDelta
+    ({"b": 1}, {}, 0, None), ({}, {"b": 1}, 0, None),                        # Empty{Post,Pre}ObjLargeDelta
+    ({"a": 1, "b": "valueString", "c": 3, "d": 4}, {"b": "valueString", "c": 3, "d": 4, "a": 1},
+     15, {"i": {"a": 1}}),                                                   # DeleteAndInsertFieldAtTheEnd
+    ({"b": 1, "a": 2, "c": 3, "d": 4, "e": "valueString"}, {"c": 3, "d": 4, "e": "valueString"},
+     15, {"d": {"a": False, "b": False}}),                                   # DeletesRecordedInAscendingOrder
+    ({"b": 1, "a": 2, "c": "value", "d": "valueString", "e": "valueString", "g": 1, "f": 1},
+     {"c": "value", "d": "valueString", "e": "valueString"}, 15,
+     {"d": {"g": False, "f": False, "a": False, "b": False}}),
+    ({"a": "valueString", "b": 2, "c": {"subField1": 1, "subField2": 3.0}, "d": 4},
+     {"a": "valueString", "b": 2, "c": {"subField1": 1, "subField2": 3}, "d": 4}, 15,
+     {"sc": {"u": {"subField2": 3}}}),                                       # DataTypeChangeRecorded
+    ({"a": None}, {}, 15, None),                                             # NullAndMissing
+    ({"a": 1, "b": 2, "c": {"p": 1, "q": 1, "s": 1, "r": 2}, "d": 4},
+     {"a": 1, "b": 2, "c": {"p": 1, "q": 1, "r": 2, "s": 1}, "d": 4}, 10,
+     {"sc": {"i": {"s": 1}}}),                                               # FieldOrder
+    ({"field1": "abcd", "field2": [1, 2, 3]}, {"field1": "abcd", "field2": [1, 2, 3, 4]}, 5,
+     {"sfield2": {"a": True, "u3": 4}}),                                     # SimpleArrayPush
+    ({"field1": "abcd", "field2": [1, 2, 3, [[2]]]}, {"field1": "abcd", "field2": [1, 2, 3, [[4]]]},
+     0, {"sfield2": {"a": True, "u3": [[4]]}}),                              # NestedArray
+    ({"field1": "abcd", "field2": [1, 2, 3, [1, "longString", [2], 4, 5, 6], 5, 5, 5]},
+     {"field1": "abcd", "field2": [1, 2, 3, [1, "longString", [4], 4], 5, 6]}, 0,
+     {"sfield2": {"a": True, "l": 6, "s3": {"a": True, "l": 4, "u2": [4]}, "u5": 6}}),
+    ({"": "1", "field2": [1, 2, 3, {"": {"": 1, "padding": "largeFieldValue"}}]},
+     {"": "2", "field2": [1, 2, 3, {"": {"": 2, "padding": "largeFieldValue"}}]}, 15,
+     {"u": {"": "2"}, "sfield2": {"a": True, "s3": {"s": {"u": {"": 2}}}}}),  # SubObjHasEmptyFieldName
+    ({"field1": "abcd", "field2": [1, 2, 3, {"field3": [_LONG, 2, 3, 4]}]},
+     {"field1": "abcd", "field2": [1, 2, 3, {"field3": [_LONG, 2, 4, 3, 5]}]}, 0,
+     {"sfield2": {"a": True, "s3": {"sfield3": {"a": True, "u2": 4, "u3": 3, "u4": 5}}}}),
+    ({"field1": "abcd", "field2": [1, 2, 3, {"field3": ["largeString", 2, 3, 4, 5]}]},
+     {"field1": "abcd", "field2": [1, 2, 3, {"field3": ["largeString", 2, 3, 5]}]}, 15,
+     {"sfield2": {"a": True, "s3": {"sfield3": {"a": True, "l": 4, "u3": 5}}}}),
+    ({"field1": "abcd", "field2": [1, 2, 3, {"field3": [2, 3, 4, 5]}]},
+     {"field1": "abcd", "field2": [1, 2, 3, {"field3": [1, 2, 3, 4, 5]}]}, 15,
+     {"sfield2": {"a": True, "u3": {"field3": [1, 2, 3, 4, 5]}}}),         # SubArrayInSubArrayLargeDelta
+    ({"field1": [1, 2, 3, 4, 5, 6, {"a": 1, "b": 2, "c": 3, "d": 4}, 7]},
+     {"field1": [1, 2, 3, 4, 5, 6, {"p": 1, "q": 2}, 7]}, 0,
+     {"sfield1": {"a": True, "u6": {"p": 1, "q": 2}}}),                     # SubObjInSubArrayLargeDelta
+    ({"field": {"p": "someString", "q": 2, "r": {"a": 1, "b": 2, "c": 3, "d": 4}, "s": 3}},
+     {"field": {"p": "someString", "q": 2, "r": {"p": 1, "q": 2}, "s": 3}}, 0,
+     {"sfield": {"u": {"r": {"p": 1, "q": 2}}}}),                           # SubObjInSubObjLargeDelta
+    ({"field": {"p": "someString", "q": 2, "r": [1, 3, 4, 5], "s": 3}},
+     {"field": {"p": "someString", "q": 2, "r": [1, 2, 3, 4], "s": 3}}, 0,
+     {"sfield": {"u": {"r": [1, 2, 3, 4]}}}),                               # SubArrayInSubObjLargeDelta
+]
+
+
+@pytest.mark.parametrize(("pre", "post", "padding", "expected"), DIFF_VECTORS)
+def test_compute_oplog_diff_server_vectors(pre: dict, post: dict, padding: int,
+                                           expected: dict | None) -> None:
+    from backupflows.sandbox.update_diff import compute_oplog_diff
+    assert same(compute_oplog_diff(pre, post, padding), expected)
+
+
+def test_compute_oplog_diff_nested_subobjects() -> None:
+    from backupflows.sandbox.update_diff import compute_oplog_diff
+    sub_pre = {"level2Field1": {"level3Field1": {"p": 1}, "level3Field2": {"q": 1}}}
+    sub_post = {"level2Field1": {"level3Field1": {"q": 1}, "level3Field2": {"q": 1}}}
+    pre = {"level1Field1": "abcd", "level1Field2": {**sub_pre, "level2Field2": 2},
+           "level1Field3": 3, "level1Field4": sub_pre}
+    post = {"level1Field1": "abcd", "level1Field2": {**sub_post, "level2Field2": 2},
+            "level1Field3": "3", "level1Field4": sub_post}
+    expected = {"u": {"level1Field3": "3"},
+                "slevel1Field2": {"slevel2Field1": {"u": {"level3Field1": {"q": 1}}}},
+                "slevel1Field4": {"slevel2Field1": {"u": {"level3Field1": {"q": 1}}}}}
+    assert same(compute_oplog_diff(pre, post, 15), expected)
