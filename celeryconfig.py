@@ -17,7 +17,6 @@ from backupflows.tasks.queues import AGENT, DAEMON, RESTORE, SHARED_QUEUES, STOR
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_acks_on_failure_or_timeout = True
 
 # --- serialization: ids and plain values only ---
 task_serializer = "json"

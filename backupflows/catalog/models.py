@@ -103,7 +103,9 @@ class Deployment(Base):
     exclude_ns: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    jobs: Mapped[list[BackupJob]] = relationship(back_populates="deployment")
+    jobs: Mapped[list[BackupJob]] = relationship(
+        back_populates="deployment", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     @property
     def redacted_uri(self) -> str:
