@@ -48,6 +48,7 @@ class Ctx:
     sequences: dict[str, list[bytes]] = field(default_factory=dict)
     write: WriteContext = field(default_factory=WriteContext)
     after: list[Callable[[], None]] = field(default_factory=list)
+    raw_body: bytes = b""
 
     @property
     def store(self) -> Store:
@@ -63,9 +64,12 @@ class Ctx:
         values = self.cmd.get(name)
         if values is None:
             return []
-        if not isinstance(values, list):
+        if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
             raise CommandError(14, f"BSON field '{self.name}.{name}' is the wrong type",
                                "TypeMismatch")
+        raw = wire.raw_array_documents(self.raw_body, name) if self.raw_body else None
+        if raw is not None and len(raw) == len(values):
+            return raw
         from backupflows.sandbox.storage import encode
         return [encode(v) for v in values]
 

@@ -227,7 +227,7 @@ class SandboxServer:
             time.sleep(self.faults.latency_ms / 1000.0)
         action = self.faults.check(name, conn.app_name, body)
         ctx = commands.Ctx(self, conn, str(body.get("$db", "admin")), body, name,
-                           request.sequences)
+                           request.sequences, raw_body=request.raw_body)
         if action is not None:
             if action.block_ms:
                 time.sleep(action.block_ms / 1000.0)

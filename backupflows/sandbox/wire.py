@@ -224,3 +224,25 @@ def int64(value: int) -> bytes:
 def string(value: str) -> bytes:
     data = value.encode()
     return _I32.pack(len(data) + 1) + data + b"\x00"
+
+
+def raw_array_documents(raw: bytes, name: str) -> list[bytes] | None:
+    """The embedded documents of array field ``name`` of a raw document, as the
+    exact bytes received (None when the field is absent or not an array of
+    documents)."""
+    from backupflows.bsonorder import find_field
+    found = find_field(raw, name.encode())
+    if found is None or found[0] != 0x04:
+        return None
+    pos = found[1]
+    end = pos + _I32.unpack_from(raw, pos)[0] - 1
+    pos += 4
+    docs = []
+    while pos < end:
+        if raw[pos] != 0x03:
+            return None
+        value = raw.index(b"\x00", pos + 1) + 1
+        size = _I32.unpack_from(raw, value)[0]
+        docs.append(bytes(raw[value:value + size]))
+        pos = value + size
+    return docs

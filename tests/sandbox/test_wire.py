@@ -100,6 +100,24 @@ def test_op_msg_with_checksum_and_document_sequence(sandbox):
     assert list(stored[1]) == ["_id", "z"]  # the server moves _id first
 
 
+def test_documents_in_the_body_are_stored_byte_for_byte(sandbox):
+    # A Symbol (type 0x0E) would come back as a String if the server re-encoded.
+    symbol = b"\x0es\x00\x04\x00\x00\x00abc\x00"
+    body = b"\x10_id\x00\x01\x00\x00\x00" + symbol
+    doc = struct.pack("<i", len(body) + 5) + body + b"\x00"
+    command = {"insert": "c", "$db": "w", "documents": [RawBSONDocument(doc)]}
+    with connect(sandbox) as sock:
+        sock.sendall(op_msg(command, 12))
+        assert read_reply(sock)[2]["n"] == 1
+    with pymongo.MongoClient(sandbox.uri) as client:
+        raw = client.w.get_collection("c", codec_options=CodecOptions(
+            document_class=RawBSONDocument))
+        assert raw.find_one().raw == doc
+        entry = client.local.get_collection("oplog.rs", codec_options=CodecOptions(
+            document_class=RawBSONDocument)).find_one({"op": "i"})
+        assert entry["o"].raw == doc
+
+
 def test_more_to_come_gets_no_reply(sandbox):
     with connect(sandbox) as sock:
         sock.sendall(op_msg({"insert": "c", "$db": "w", "documents": [{"_id": 1}],
