@@ -10,6 +10,7 @@ transaction, a ``txnNumber`` on a write outside one makes it a retryable write.
 
 from __future__ import annotations
 
+import logging
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from bson.binary import Binary
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
+from backupflows.bsonorder import KeyError_
 from backupflows.sandbox import wire
 from backupflows.sandbox.errors import BAD_VALUE, COMMAND_NOT_FOUND, CommandError
 from backupflows.sandbox.oplog import ts_parts
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 # topologyVersion to these errors, so drivers can tell a stale error (same
 # topologyVersion) from a real state change (SDAM spec).
 STATE_CHANGE_CODES = {10107, 13435, 13436, 11600, 11602, 189, 91}
+log = logging.getLogger(__name__)
 RETRYABLE_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150,
                    134}
 TXN_FINISHERS = ("commitTransaction", "abortTransaction")
@@ -167,14 +170,26 @@ def _run_locked(ctx: Ctx, spec: Command) -> Any:
         txn = ctx.write.txn
         try:
             result = spec.fn(ctx)
-        except CommandError as err:
+        except Exception as exc:
+            err = _as_command_error(exc)
             if txn is not None and txn.state == "in progress":
                 store.sessions.rollback(txn)
                 err.labels = ["TransientTransactionError"]
-            raise
+            raise err from None
         if txn is not None and isinstance(result, dict) and result.get("writeErrors"):
             store.sessions.rollback(txn)
         return result
+
+
+def _as_command_error(exc: Exception) -> CommandError:
+    """Any failure inside a handler becomes an error reply, never a dropped
+    connection: bad BSON values are BadValue, the rest InternalError (logged)."""
+    if isinstance(exc, CommandError):
+        return exc
+    if isinstance(exc, KeyError_):
+        return CommandError(BAD_VALUE, f"invalid BSON value: {exc}")
+    log.exception("command failed unexpectedly")
+    return CommandError(1, f"internal error in the sandbox: {exc!r}", "InternalError")
 
 
 def run(ctx: Ctx) -> bytes:
@@ -185,8 +200,11 @@ def run(ctx: Ctx) -> bytes:
         if spec is None:
             raise CommandError(COMMAND_NOT_FOUND, f"no such command: '{ctx.name}'")
         store.opcounters["command"] += 1
-        result = _run_locked(ctx, spec) if spec.locked else spec.fn(ctx)
-        return success_reply(store, result)
+        try:
+            result = _run_locked(ctx, spec) if spec.locked else spec.fn(ctx)
+            return success_reply(store, result)
+        except Exception as exc:
+            raise _as_command_error(exc) from None
     except CommandError as err:
         if (ctx.write.retry is not None or ctx.name in TXN_FINISHERS) \
                 and err.code in RETRYABLE_CODES:

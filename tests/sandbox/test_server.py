@@ -139,3 +139,29 @@ def test_cli_reports_a_busy_port():
              "--port", str(port)], capture_output=True, timeout=20)
     assert result.returncode != 0
     assert b"cannot listen" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_batches_stay_under_16_mb(sandbox):
+    from pymongo import monitoring
+
+    class Sizes(monitoring.CommandListener):
+        batches: list[int] = []
+
+        def started(self, event) -> None:
+            pass
+
+        def succeeded(self, event) -> None:
+            cursor = event.reply.get("cursor") or {}
+            batch = cursor.get("firstBatch", cursor.get("nextBatch"))
+            if batch is not None:
+                self.batches.append(sum(len(bson.encode(d)) for d in batch))
+
+        def failed(self, event) -> None:
+            pass
+
+    listener = Sizes()
+    with pymongo.MongoClient(sandbox.uri, event_listeners=[listener]) as client:
+        client.big.c.insert_many([{"_id": i, "pad": "z" * 1_000_000} for i in range(40)])
+        assert sum(1 for _ in client.big.c.find()) == 40
+    assert len(listener.batches) >= 3
+    assert max(listener.batches) <= 16 * 1024 * 1024

@@ -202,3 +202,19 @@ def test_server_stop_wakes_waiting_clients_quickly(make_sandbox):
     server.stop()
     assert time.monotonic() - started < 2.0
     client.close()
+
+
+def test_a_failing_handler_answers_internal_error(sandbox, monkeypatch):
+    from backupflows.sandbox import commands
+
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(commands.COMMANDS, "ping", commands.Command(broken))
+    with connect(sandbox) as sock:
+        sock.sendall(op_msg({"ping": 1, "$db": "admin"}, 51))
+        _, _, reply = read_reply(sock)
+        assert reply["ok"] == 0.0 and reply["code"] == 1
+        assert reply["codeName"] == "InternalError" and "boom" in reply["errmsg"]
+        sock.sendall(op_msg({"buildInfo": 1, "$db": "admin"}, 52))
+        assert read_reply(sock)[2]["ok"] == 1.0
