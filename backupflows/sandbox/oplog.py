@@ -30,6 +30,9 @@ import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bson.binary import Binary
+from bson.int64 import Int64
+
 from backupflows.sandbox.storage import Collection
 from backupflows.sandbox.wire import doc_from_elements, element, elements, string
 
@@ -37,6 +40,7 @@ TERM = 1
 NULL_OPTIME = (0, -1)  # prevOpTime of the first write of a retryable write / txn
 _UID_NO_AUTH = hashlib.sha256(b"").digest()  # lsid.uid when nobody is authenticated
 
+_LSID_CACHE: dict[tuple[uuidlib.UUID, int], bytes] = {}
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _I32 = struct.Struct("<i")
@@ -60,15 +64,23 @@ class SessionInfo:
     prev_ts: int = 0  # 0 means the null optime {ts: Timestamp(0, 0), t: -1}
 
     def lsid_elements(self) -> bytes:
-        from bson.binary import Binary
-        from bson.int64 import Int64
-        return elements({"lsid": {"id": self.lsid_id, "uid": Binary(_UID_NO_AUTH)},
-                         "txnNumber": Int64(self.txn_number)})
+        key = (self.lsid_id, self.txn_number)
+        cached = _LSID_CACHE.get(key)
+        if cached is None:
+            if len(_LSID_CACHE) > 4096:
+                _LSID_CACHE.clear()
+            cached = _LSID_CACHE[key] = elements({
+                "lsid": {"id": self.lsid_id, "uid": Binary(_UID_NO_AUTH)},
+                "txnNumber": Int64(self.txn_number)})
+        return cached
 
     def prev_op_time(self) -> bytes:
         t = -1 if self.prev_ts == 0 else TERM
         body = element("ts", 0x11, _U64.pack(self.prev_ts)) + element("t", 0x12, _I64.pack(t))
         return element("prevOpTime", 0x03, doc_from_elements(body))
+
+
+_T_AND_V = element("t", 0x12, _I64.pack(TERM)) + element("v", 0x12, _I64.pack(2))
 
 
 def uuid_value(value: uuidlib.UUID) -> bytes:
@@ -137,8 +149,7 @@ class Oplog:
                  operation_elements(op, ns, o, ui, o2), extra]
         if session is not None and session.stmt_id is not None:
             parts.append(element("stmtId", 0x10, _I32.pack(session.stmt_id)))
-        parts += [element("ts", 0x11, _U64.pack(ts)), element("t", 0x12, _I64.pack(TERM)),
-                  element("v", 0x12, _I64.pack(2)), element("wall", 0x09, _I64.pack(wall_ms))]
+        parts += [b"\x11ts\x00", _U64.pack(ts), _T_AND_V, b"\x09wall\x00", _I64.pack(wall_ms)]
         if session is not None:
             parts.append(session.prev_op_time())
         self.coll.append(ts, doc_from_elements(*parts))
