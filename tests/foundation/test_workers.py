@@ -125,3 +125,19 @@ def test_embedded_broker_requeues_at_once_when_a_pool_process_dies(
     lines = marks.read_text().split()
     assert lines.count("start") == 2 and lines.count("done") == 1
     assert worker.proc.poll() is None
+
+
+@pytest.mark.redis
+def test_worker_survives_a_broker_restart(private_redis: Callable[..., Any],
+                                          celery_workers: Workers, tmp_path: Path) -> None:
+    """Redis (our own redis-server) restarted under a running worker: it reconnects."""
+    server = private_redis()
+    env = {"BACKUPFLOWS_DATA_DIR": str(tmp_path / "data"),
+           "BACKUPFLOWS_BROKER_URL": server.url, "BACKUPFLOWS_RESULT_BACKEND": server.url,
+           "BACKUPFLOWS_DAEMON_ID": _daemon_id()}
+    worker = celery_workers(env, "-c", "1")
+    assert _ping(_client(env))["daemon_id"] == env["BACKUPFLOWS_DAEMON_ID"]
+    server.restart()  # no persistence: queues are empty again, as after a crash
+    answer = _ping(_client(env))
+    assert answer["daemon_id"] == env["BACKUPFLOWS_DAEMON_ID"]
+    assert worker.proc.poll() is None
