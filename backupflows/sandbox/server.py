@@ -192,11 +192,17 @@ class SandboxServer:
             self._spawn(self._serve, f"sandbox-conn-{conn.conn_id}", conn)
 
     def _background_loop(self) -> None:
+        """Periodic noop and cursor reaping. Like the server's NoopWriter, the
+        noop is written only when nothing else was written since the last tick,
+        so an idle oplog still advances every ``noop_interval`` seconds."""
         next_noop = time.monotonic() + self.noop_interval
+        last_known = self.store.oplog.last_ts
         while not self._stopping.wait(min(1.0, max(0.01, next_noop - time.monotonic()))):
             if time.monotonic() >= next_noop:
                 with self.store.lock:
-                    self.store.oplog.noop("periodic noop")
+                    if self.store.oplog.last_ts == last_known:
+                        self.store.oplog.noop("periodic noop")
+                    last_known = self.store.oplog.last_ts
                 next_noop = time.monotonic() + self.noop_interval
             with self.store.lock:
                 self.store.cursors.reap()

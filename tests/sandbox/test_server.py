@@ -78,14 +78,22 @@ def test_tailable_cursor_needs_a_capped_collection(sandbox):
         assert info.value.code == 2
 
 
-def test_periodic_noop(make_sandbox):
+def test_periodic_noop_only_when_idle(make_sandbox):
     server = make_sandbox(noop_interval=0.2)
     with pymongo.MongoClient(server.uri) as client:
+        noops = client.local.oplog.rs
         time.sleep(0.7)
-        noops = list(client.local.oplog.rs.find({"op": "n", "o.msg": "periodic noop"}))
-        assert len(noops) >= 2
-        assert noops[0]["ns"] == "" and "ui" not in noops[0]
-        assert list(noops[0]) == ["op", "ns", "o", "ts", "t", "v", "wall"]
+        idle = list(noops.find({"op": "n", "o.msg": "periodic noop"}))
+        assert len(idle) >= 2
+        assert idle[0]["ns"] == "" and "ui" not in idle[0]
+        assert list(idle[0]) == ["op", "ns", "o", "ts", "t", "v", "wall"]
+        busy_from = noops.find_one({}, sort=[("$natural", -1)])["ts"]
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:  # a write every 20 ms: no noop needed
+            client.c.c.insert_one({})
+            time.sleep(0.02)
+        busy = noops.count_documents({"op": "n", "ts": {"$gt": busy_from}})
+        assert busy <= 1
 
 
 def test_timestamps_strictly_increase(sandbox):
