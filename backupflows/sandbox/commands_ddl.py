@@ -320,7 +320,8 @@ def drop_indexes(ctx: Ctx) -> dict:
 
 _COLLMOD_OPTIONS = ("validator", "validationLevel", "validationAction", "viewOn", "pipeline",
                     "expireAfterSeconds", "changeStreamPreAndPostImages", "index")
-_INDEX_OPTIONS = ("expireAfterSeconds", "hidden", "prepareUnique", "unique", "forceNonUnique")
+# The order makeCollModCmdObj (op_observer_util.cpp) logs them in.
+_INDEX_OPTIONS = ("expireAfterSeconds", "hidden", "unique", "prepareUnique", "forceNonUnique")
 
 
 def _coll_mod_index(coll: Collection, change: Any) -> tuple[dict, dict, dict]:
@@ -381,15 +382,15 @@ def coll_mod(ctx: Ctx) -> dict:
             raise CommandError(40415, f"BSON field 'collMod.{field}' is an unknown field.",
                                "Location40415")
     old_options = {"uuid": coll.uuid, **coll.options}
-    o: dict[str, Any] = {"collMod": coll.name}
-    for field in _COLLMOD_OPTIONS[:-1]:
-        if field in ctx.cmd:
-            o[field] = ctx.cmd[field]
     opts._check_strings(ctx.cmd)
     o2: dict[str, Any] = {"collectionOptions_old": old_options}
     reply: dict[str, Any] = {}
+    index_doc = None
     if "index" in ctx.cmd:
-        o["index"], o2["indexOptions_old"], reply = _coll_mod_index(coll, ctx.cmd["index"])
+        index_doc, o2["indexOptions_old"], reply = _coll_mod_index(coll, ctx.cmd["index"])
+    # The command as given (generic arguments aside), the index named by name.
+    o = {field: (index_doc if field == "index" else value) for field, value in ctx.cmd.items()
+         if field == "collMod" or field in _COLLMOD_OPTIONS}
     for field in ("validator", "validationLevel", "validationAction"):
         if field in ctx.cmd:
             coll.options[field] = ctx.cmd[field]

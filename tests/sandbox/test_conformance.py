@@ -321,6 +321,21 @@ def test_drop_index_and_coll_mod(plain, unique_db):
     assert names == ["_id_", "t_1"]
 
 
+def test_coll_mod_of_collection_options(plain, unique_db):
+    db = plain[unique_db]
+    db.create_collection("v", validator={"a": {"$type": "int"}})
+    ui = uuid_of(plain, unique_db, "v")
+    start = last_ts(plain)
+    db.command(SON([("collMod", "v"), ("validationLevel", "moderate"),
+                    ("validator", {"b": {"$exists": True}})]))
+    (entry,) = entries(plain, unique_db, start)
+    assert list(entry["o"]) == ["collMod", "validationLevel", "validator"]
+    assert entry["o2"] == {"collectionOptions_old": {"uuid": ui,
+                                                     "validator": {"a": {"$type": "int"}}}}
+    options = next(db.list_collections(filter={"name": "v"}))["options"]
+    assert options == {"validator": {"b": {"$exists": True}}, "validationLevel": "moderate"}
+
+
 def test_unique_secondary_index_is_enforced(plain, unique_db):
     coll = plain[unique_db].c
     coll.create_index([("a", 1)], unique=True, name="a_1")
