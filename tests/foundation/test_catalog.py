@@ -130,3 +130,23 @@ def test_foreign_keys_are_enforced_and_events_outlive_jobs(catalog: str) -> None
         event = s.scalars(select(Event)).one()  # the history stays, detached
         assert (event.job_id, event.deployment_id) == (None, None)
         assert event.data == {"state": "initial_sync"}
+
+
+def _child_writes(name: str) -> None:
+    from backupflows.catalog import db
+
+    assert db._engines == {}  # the parent's engine (and its connections) were dropped
+    with session_scope() as s:
+        s.add(Deployment(name=name, uri="mongodb://h/"))
+
+
+def test_a_forked_child_opens_its_own_engine(catalog: str) -> None:
+    import multiprocessing
+
+    _deployment_with_job("parent")  # the parent's pool now holds a connection
+    child = multiprocessing.get_context("fork").Process(target=_child_writes, args=("child",))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    with session_scope(readonly=True) as s:
+        assert sorted(s.scalars(select(Deployment.name))) == ["child", "parent"]

@@ -100,3 +100,16 @@ def test_ensure_dirs_creates_data_store_and_heads(data_dir: Path) -> None:
     assert not data_dir.exists()
     s.ensure_dirs()
     assert s.store_dir.is_dir() and s.heads_dir.is_dir()
+
+
+def test_describe_redacts_passwords(tmp_path: Path) -> None:
+    from backupflows.settings import describe
+
+    shown = describe(load_settings({
+        "BACKUPFLOWS_DATA_DIR": str(tmp_path),
+        "BACKUPFLOWS_CATALOG_URL": "postgresql+psycopg://u:hunter2@db/x",
+        "BACKUPFLOWS_BROKER_URL": "redis://:hunter2@r:6379/0",
+    }))
+    assert "hunter2" not in repr(shown)
+    assert shown["catalog_url"] == "postgresql+psycopg://u:***@db/x"
+    assert shown["data_dir"] == str(tmp_path)
