@@ -86,7 +86,9 @@ class SandboxServer:
     # -- addresses ---------------------------------------------------------
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """host:port as advertised in hello (a wildcard bind advertises 127.0.0.1)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"{host}:{self.port}"
 
     @property
     def uri(self) -> str:
@@ -206,6 +208,7 @@ class SandboxServer:
                 next_noop = time.monotonic() + self.noop_interval
             with self.store.lock:
                 self.store.cursors.reap()
+                self.store.sessions.reap()
 
     def _serve(self, conn: Connection) -> None:
         try:

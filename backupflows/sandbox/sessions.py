@@ -14,11 +14,13 @@ on ``admin.$cmd`` with ``lsid``, ``txnNumber`` and the null ``prevOpTime``
 entry; ``abortTransaction`` rolls the writes back and writes nothing.
 Limits (see the report): no snapshot isolation (other sessions see a running
 transaction's writes), no write-conflict detection, no ``partialTxn`` chains
-for transactions over 16 MB, no prepared transactions.
+for transactions over 16 MB, no prepared transactions. A transaction still open
+after 60 s (transactionLifetimeLimitSeconds) is aborted and rolled back.
 """
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from typing import Any
 from backupflows.sandbox.errors import NO_SUCH_TRANSACTION, CommandError
 
 TRANSIENT = ["TransientTransactionError"]
+TRANSACTION_LIFETIME_S = 60.0  # transactionLifetimeLimitSeconds
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Transaction:
     ops: list[bytes] = field(default_factory=list)       # applyOps inner operations
     undo: list[Callable[[], None]] = field(default_factory=list)
     state: str = "in progress"   # -> committed | aborted
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -108,6 +112,15 @@ class Sessions:
         if txn is not None and txn.state == "in progress":
             self.rollback(txn)
         self.retry.pop(lsid_id, None)
+
+    def reap(self, now: float | None = None) -> int:
+        """Abort transactions older than the lifetime limit, as the server does."""
+        now = time.monotonic() if now is None else now
+        expired = [t for t in self.txns.values() if t.state == "in progress"
+                   and now - t.started > TRANSACTION_LIFETIME_S]
+        for txn in expired:
+            self.rollback(txn)
+        return len(expired)
 
     def abort_all(self) -> None:
         for lsid_id in list(self.txns):

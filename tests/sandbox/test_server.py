@@ -173,3 +173,20 @@ def test_batches_stay_under_16_mb(sandbox):
         assert sum(1 for _ in client.big.c.find()) == 40
     assert len(listener.batches) >= 3
     assert max(listener.batches) <= 16 * 1024 * 1024
+
+
+def test_abandoned_transaction_is_rolled_back_after_its_lifetime(sandbox):
+    with pymongo.MongoClient(sandbox.uri) as client:
+        coll = client.t.c
+        coll.insert_one({"_id": 0})
+        with client.start_session() as session:
+            session.start_transaction()
+            coll.insert_one({"_id": 1}, session=session)
+            assert coll.count_documents({}) == 2  # no snapshot isolation (documented)
+            with sandbox.store.lock:
+                assert sandbox.store.sessions.reap(time.monotonic() + 61) == 1
+            assert [d["_id"] for d in coll.find()] == [0]
+            with pytest.raises(OperationFailure) as info:
+                session.commit_transaction()
+            assert info.value.code == 251
+        assert client.local.oplog.rs.count_documents({"ns": "admin.$cmd"}) == 0
