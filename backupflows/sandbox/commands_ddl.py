@@ -41,6 +41,7 @@ from backupflows.sandbox.errors import (
     INVALID_OPTIONS,
     NAMESPACE_EXISTS,
     NAMESPACE_NOT_FOUND,
+    TYPE_MISMATCH,
     CommandError,
 )
 from backupflows.sandbox.storage import Collection
@@ -327,7 +328,7 @@ _INDEX_OPTIONS = ("expireAfterSeconds", "hidden", "unique", "prepareUnique", "fo
 def _coll_mod_index(coll: Collection, change: Any) -> tuple[dict, dict, dict]:
     """Apply an index change: (oplog ``index`` doc, indexOptions_old, reply)."""
     if not isinstance(change, Mapping):
-        raise CommandError(TYPE_MISMATCH_CODE, "'index' must be an object", "TypeMismatch")
+        raise CommandError(TYPE_MISMATCH, "'index' must be an object", "TypeMismatch")
     spec = coll.find_index(change.get("name") or change.get("keyPattern") or "")
     if spec is None:
         raise CommandError(INDEX_NOT_FOUND, f"cannot find index {dict(change)} for ns "
@@ -370,8 +371,6 @@ def _set_index_option(coll: Collection, spec: dict, option: str, value: Any) -> 
     else:
         spec[option] = value
 
-
-TYPE_MISMATCH_CODE = 14
 
 
 @command("collMod")

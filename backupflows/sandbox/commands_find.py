@@ -168,7 +168,7 @@ def find(ctx: Ctx) -> RawReply:
         cursor: Cursor = _sorted_cursor(coll, filter_, ctx.arg("sort"), skip, limit,
                                         projection)
     else:
-        scan = plan.make_scan(coll, filter_, order, bounds, kind, residual)
+        scan = plan.make_scan(coll, order, bounds, kind, residual)
         scan.skip, scan.limit = skip, limit
         scan.tailable, scan.await_data = bool(ctx.arg("tailable")), bool(ctx.arg("awaitData"))
         scan.no_timeout = bool(ctx.arg("noCursorTimeout"))

@@ -155,8 +155,8 @@ def scan_order(coll: Collection, sort: Mapping | None, hint: Any,
     return None
 
 
-def make_scan(coll: Collection, filter_: Mapping | None, order: tuple[str, bool],
-              bounds: Bounds | None, kind: str, residual: dict) -> ScanCursor:
+def make_scan(coll: Collection, order: tuple[str, bool], bounds: Bounds | None, kind: str,
+              residual: dict) -> ScanCursor:
     """A cursor over ``coll`` in ``order`` restricted by the planned bounds."""
     from backupflows.sandbox.query import matches
     by_id = order[0] == "id"
@@ -177,7 +177,7 @@ def iter_matching(coll: Collection, filter_: Mapping | None,
     """(record id, raw) of every matching document, ``_id``-planned."""
     bounds, kind, residual = split(filter_, coll)
     order = ("id" if kind == "id" else "natural", reverse)
-    scan = make_scan(coll, filter_, order, bounds, kind, residual)
+    scan = make_scan(coll, order, bounds, kind, residual)
     if scan.bounds.empty:
         return
     for _pos, rid in list(scan._positions()):
