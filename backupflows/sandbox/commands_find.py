@@ -163,6 +163,9 @@ def find(ctx: Ctx) -> RawReply:
         return cursor_reply([], 0, ns, first=True)
     filter_, projection = ctx.arg("filter") or {}, ctx.arg("projection") or None
     bounds, kind, residual = plan.split(filter_, coll)
+    if ctx.arg("min") is not None or ctx.arg("max") is not None:
+        bounds, kind, residual = plan.min_max_bounds(
+            coll, ctx.arg("hint"), ctx.arg("min"), ctx.arg("max"), bounds, kind, residual)
     order = plan.scan_order(coll, ctx.arg("sort"), ctx.arg("hint"), kind)
     if order is None:
         cursor: Cursor = _sorted_cursor(coll, filter_, ctx.arg("sort"), skip, limit,

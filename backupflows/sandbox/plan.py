@@ -128,6 +128,36 @@ def split(filter_: Mapping | None, coll: Collection) -> tuple[Bounds | None, str
     return None, "", residual
 
 
+def min_max_bounds(coll: Collection, hint: Any, min_: Any, max_: Any, bounds: Bounds | None,
+                   kind: str, residual: dict) -> tuple[Bounds, str, dict]:
+    """Index bounds of find's ``min`` (inclusive) and ``max`` (exclusive).
+
+    As on the server they bound the hinted index without type bracketing, so
+    ``min({_id: MinKey}).max({_id: MaxKey})`` covers ``_id`` values of every
+    type; only the ``_id`` index exists here.
+    """
+    if hint is None:
+        raise CommandError(51173, "When using min()/max() a hint of which index to use"
+                           " must be provided", "Location51173")
+    if hint not in ("_id_", {"_id": 1}) or not coll.has_id_index:
+        raise CommandError(BAD_VALUE, "the sandbox supports min()/max() on the _id index only")
+    keys = []
+    for name, spec in (("min", min_), ("max", max_)):
+        if spec is None:
+            keys.append(None)
+            continue
+        if not isinstance(spec, Mapping) or list(spec) != ["_id"]:
+            raise CommandError(51174, f"The index key pattern of {name}() must match the hint"
+                               " {_id: 1}", "Location51174")
+        keys.append(value_key(spec["_id"]))
+    part = Bounds(keys[0], keys[1], (True, False))
+    if kind == "id" and bounds is not None:
+        if bounds.points is not None:
+            return Bounds(points=[k for k in bounds.points if part.contains(k)]), "id", residual
+        return _intersect(bounds, part), "id", residual
+    return part, "id", residual
+
+
 def _direction(spec: Any, field: str) -> int | None:
     if isinstance(spec, Mapping) and list(spec) == [field]:
         value = spec[field]

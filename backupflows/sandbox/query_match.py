@@ -29,6 +29,7 @@ import bson
 from bson.decimal128 import Decimal128
 from bson.regex import Regex
 
+from backupflows.bsonorder import MAXKEY, MINKEY
 from backupflows.sandbox.errors import BAD_VALUE, CommandError
 from backupflows.sandbox.query_values import (
     MISSING,
@@ -142,6 +143,11 @@ def _cmp_pred(op: str, operand: Any) -> Callable[[Any], bool]:
     tests = {"$gt": lambda k: k > key, "$gte": lambda k: k >= key,
              "$lt": lambda k: k < key, "$lte": lambda k: k <= key}
     test = tests[op]
+
+    if bracket in (MINKEY, MAXKEY):
+        # The server does not type-bracket comparisons with MinKey/MaxKey:
+        # every value is above MinKey and below MaxKey.
+        return lambda value: test(value_key(value))
 
     def pred(value: Any) -> bool:
         vkey = value_key(value)
