@@ -7,6 +7,7 @@ pipeline through the aggregation engine.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -93,6 +94,13 @@ def aggregate_docs(coll: Collection | None, pipeline: list) -> list[dict]:
         return aggregate([], pipeline)
     if pipeline and isinstance(pipeline[0], Mapping) and list(pipeline[0]) == ["$match"]:
         return aggregate(plan.iter_docs(coll, pipeline[0]["$match"]), pipeline[1:])
+    if pipeline and isinstance(pipeline[0], Mapping) and list(pipeline[0]) == ["$sample"]:
+        # As the server does for a leading $sample: pick random records
+        # without reading (or decoding) the whole collection.
+        from backupflows.sandbox.query_aggregate import sample_size
+        n = sample_size(pipeline[0]["$sample"])
+        rids = random.sample(list(coll.records.keys()), min(n, len(coll.records)))
+        return aggregate((decode(coll.records[r]) for r in rids), pipeline[1:])
     return aggregate(plan.iter_docs(coll, None), pipeline)
 
 

@@ -94,6 +94,18 @@ def _skip(spec: Any) -> Stage:
     return lambda docs: docs[n:]
 
 
+def sample_size(spec: Any) -> int:
+    if not is_doc(spec) or list(spec) != ["size"]:
+        raise CommandError(28745, "$sample stage must specify a size")
+    return _count_arg(spec["size"], 28747, "$sample", allow_zero=True)
+
+
+def _sample(spec: Any) -> Stage:
+    import random
+    n = sample_size(spec)
+    return lambda docs: random.sample(docs, min(n, len(docs)))
+
+
 def _project(spec: Any) -> Stage:
     if not is_doc(spec) or not spec:
         raise CommandError(51272, "$project specification must be a non-empty object")
@@ -301,5 +313,5 @@ _STAGES: dict[str, Callable[[Any], Stage]] = {
     "$match": _match, "$sort": _sort, "$limit": _limit, "$skip": _skip,
     "$project": _project, "$unset": _unset, "$addFields": _add_fields, "$set": _add_fields,
     "$replaceRoot": _replace_root, "$replaceWith": _replace_with, "$group": _group,
-    "$count": _count, "$unwind": _unwind,
+    "$count": _count, "$unwind": _unwind, "$sample": _sample,
 }

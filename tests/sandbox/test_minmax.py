@@ -57,3 +57,11 @@ def test_minkey_maxkey_comparisons_are_not_type_bracketed(coll) -> None:
     assert coll.count_documents({"v": {"$gte": MinKey()}}) == len(IDS)
     assert coll.count_documents({"v": {"$lt": MaxKey()}}) == len(IDS)
     assert coll.count_documents({"_id": {"$gt": MinKey(), "$lt": MaxKey()}}) == len(IDS)
+
+
+def test_sample_returns_distinct_existing_documents(coll) -> None:
+    got = list(coll.aggregate([{"$sample": {"size": 5}}, {"$project": {"_id": 1}}]))
+    assert len(got) == 5
+    keys = [repr(d["_id"]) for d in got]
+    assert len(set(keys)) == 5 and all(d["_id"] in IDS for d in got)
+    assert len(list(coll.aggregate([{"$sample": {"size": 1000}}]))) == len(IDS)
