@@ -45,28 +45,26 @@ def format_ts(ts: int | None) -> str:
 
 
 class Entry:
-    """Offsets of the fields of one raw oplog entry."""
+    """Offsets of the fields of one raw oplog entry (class attributes are the
+    defaults of absent fields)."""
 
-    __slots__ = ("raw", "op", "ns", "ui", "ts", "t", "o_span", "o2_span", "lsid",
-                 "txn_number", "from_migrate", "upsert", "multi_op_type", "has_prev",
-                 "key")
+    op: str | None = None
+    ns: str | None = None
+    ui: bytes | None = None
+    ts: int | None = None
+    t: int = -1
+    o_span: tuple[int, int] | None = None
+    o2_span: tuple[int, int] | None = None
+    lsid: bytes | None = None
+    txn_number: int | None = None
+    from_migrate: bool = False
+    upsert: bool = False
+    multi_op_type: int | None = None
+    has_prev: bool = False
+    key: bytes | None = None
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.op: str | None = None
-        self.ns: str | None = None
-        self.ui: bytes | None = None
-        self.ts: int | None = None
-        self.t: int = -1
-        self.o_span: tuple[int, int] | None = None
-        self.o2_span: tuple[int, int] | None = None
-        self.lsid: bytes | None = None
-        self.txn_number: int | None = None
-        self.from_migrate = False
-        self.upsert = False
-        self.multi_op_type: int | None = None
-        self.has_prev = False
-        self.key: bytes | None = None
 
     def describe(self) -> str:
         return f"oplog entry ts={format_ts(self.ts)} op={self.op!r} ns={self.ns!r}"
@@ -120,38 +118,47 @@ def _int(raw: bytes, t: int, vs: int) -> int | None:
     return None
 
 
-def _set_field(e: Entry, name: bytes, t: int, raw: bytes, vs: int, ve: int) -> None:
-    if name == b"op":
+def _set_field(e: Entry, code: int, t: int, raw: bytes, vs: int, ve: int) -> None:
+    if code == _OP:
         e.op = _str(raw, t, vs)
-    elif name == b"ns":
+    elif code == _NS:
         e.ns = _str(raw, t, vs)
-    elif name == b"o":
+    elif code == _O:
         if t == 0x03:
             e.o_span = (vs, ve)
-    elif name == b"o2":
+    elif code == _O2:
         if t == 0x03:
             e.o2_span = (vs, ve)
-    elif name == b"ts":
+    elif code == _TS:
         if t == 0x11:
             e.ts = _u64(raw, vs)[0]
-    elif name == b"ui":
+    elif code == _UI:
         if t == 0x05 and _i32(raw, vs)[0] == 16:
             e.ui = raw[vs + 5:vs + 21]
-    elif name == b"t":
+    elif code == _T:
         e.t = _int(raw, t, vs) or 0
-    elif name == b"lsid":
+    elif code == _LSID:
         if t == 0x03:
             e.lsid = raw[vs:ve]
-    elif name == b"txnNumber":
+    elif code == _TXN:
         e.txn_number = _int(raw, t, vs)
-    elif name == b"fromMigrate":
+    elif code == _FROM_MIGRATE:
         e.from_migrate = t == 0x08 and raw[vs] == 1
-    elif name == b"b":
+    elif code == _UPSERT:
         e.upsert = t == 0x08 and raw[vs] == 1
-    elif name == b"multiOpType":
+    elif code == _MULTI_OP:
         e.multi_op_type = _int(raw, t, vs)
-    elif name == b"prevOpTime":
+    else:
         e.has_prev = True
+
+
+(_OP, _NS, _O, _O2, _TS, _UI, _T, _LSID, _TXN, _FROM_MIGRATE, _UPSERT, _MULTI_OP,
+ _PREV) = range(1, 14)
+_CODES = {b"op": _OP, b"ns": _NS, b"o": _O, b"o2": _O2, b"ts": _TS, b"ui": _UI, b"t": _T,
+          b"lsid": _LSID, b"txnNumber": _TXN, b"fromMigrate": _FROM_MIGRATE, b"b": _UPSERT,
+          b"multiOpType": _MULTI_OP, b"prevOpTime": _PREV}
+_FIXED = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x06: 0, 0x10: 4, 0x11: 8, 0x12: 8,
+          0x13: 16, 0xFF: 0, 0x7F: 0}
 
 
 def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> Entry:
@@ -163,15 +170,7 @@ def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> En
     try:
         if n < 5 or _i32(raw, 0)[0] != n or raw[-1] != 0:
             raise OplogError("corrupt BSON: the length prefix does not match the entry")
-        pos, end = 4, n - 1
-        while pos < end:
-            t = raw[pos]
-            ne = raw.index(b"\x00", pos + 1)
-            ve = skip_value(t, raw, ne + 1)
-            if ve > end:
-                raise OplogError("corrupt BSON: a field runs past the end of the entry")
-            _set_field(e, raw[pos + 1:ne], t, raw, ne + 1, ve)
-            pos = ve
+        _walk(e, raw, n - 1)
     except OplogError as exc:
         raise e.error(str(exc)) from None
     except (struct.error, IndexError, ValueError, KeyError_, UnicodeDecodeError) as exc:
@@ -180,6 +179,28 @@ def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> En
         _inherit(e, outer)
     _check(e)
     return e
+
+
+def _walk(e: Entry, raw: bytes, end: int) -> None:
+    """One pass over the top-level fields, sizing common types inline."""
+    pos, index, fixed, codes = 4, raw.index, _FIXED, _CODES
+    while pos < end:
+        t = raw[pos]
+        ne = index(b"\x00", pos + 1)
+        vs = ne + 1
+        size = fixed.get(t)
+        if size is not None:
+            ve = vs + size
+        elif t == 0x02 or t == 0x03 or t == 0x04:
+            ve = vs + _i32(raw, vs)[0] + (4 if t == 0x02 else 0)
+        else:
+            ve = skip_value(t, raw, vs)
+        if ve > end:
+            raise OplogError("corrupt BSON: a field runs past the end of the entry")
+        code = codes.get(raw[pos + 1:ne])
+        if code is not None:
+            _set_field(e, code, t, raw, vs, ve)
+        pos = ve
 
 
 def _inherit(e: Entry, outer: Entry) -> None:

@@ -1,0 +1,280 @@
+"""Benchmark: applying oplog entries to the head, next to plain batched
+writes of the same keys and values into the same store (same run).
+
+Run:  .venv/bin/python bench/bench_apply.py [--n N] [--batch B] [--replay M]
+
+Reports entries/s (one core) for inserts, $v:2 updates, deletes and a mixed
+workload, each with the raw rate of ``executemany`` INSERT/DELETE of the same
+(cid, key, document) rows in batches of the same size into a head of the
+same schema; the cost of the change-tracking index on the raw write path;
+and, with ``--replay M``, ``backupflows oplog replay`` of M mixed entries
+(and of M/10) as a subprocess with its peak RSS.
+Targets (issue 3): inserts >= 50% of the raw write rate; $v:2 updates >=
+25,000/s; replay memory independent of the entry count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bson
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from bson.son import SON
+from bson.timestamp import Timestamp
+
+from backupflows.bsonorder import id_key
+from backupflows.head.store import HeadStore
+from backupflows.oplog.applier import Applier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_update import make_diff, make_document  # noqa: E402
+
+NS = "bench.c"
+UI = bson.Binary(b"\x01" * 16, 4)
+
+
+class Entries:
+    """Raw oplog entries with increasing timestamps."""
+
+    def __init__(self) -> None:
+        self.inc = 0
+
+    def _entry(self, op: str, o: bytes | dict, o2: dict | None = None) -> bytes:
+        self.inc += 1
+        doc = SON([("op", op), ("ns", NS), ("ui", UI),
+                   ("o", bson.decode(o) if isinstance(o, bytes) else o)])
+        if o2 is not None:
+            doc["o2"] = o2
+        doc.update(ts=Timestamp(1_700_000_000 + self.inc // 100_000, self.inc),
+                   t=Int64(1), v=2, wall=datetime.datetime(2024, 1, 1))
+        return bson.encode(doc)
+
+    def insert(self, raw_doc: bytes) -> bytes:
+        return self._entry("i", raw_doc)
+
+    def update(self, _id: ObjectId, diff: SON) -> bytes:
+        return self._entry("u", {"$v": 2, "diff": diff}, {"_id": _id})
+
+    def delete(self, _id: ObjectId) -> bytes:
+        return self._entry("d", {"_id": _id})
+
+
+def fresh_head(tmp: Path, name: str) -> HeadStore:
+    head = HeadStore(tmp / f"{name}.db")
+    head.ensure_collection("bench", "c", uuid=bytes(UI))
+    return head
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def raw_writes(head: HeadStore, rows: list[tuple[int, bytes, bytes, int]], batch: int,
+               delete: bool = False) -> float:
+    """Plain batched writes of the same rows, one transaction per batch."""
+    conn = head.conn
+
+    def run() -> None:
+        for i in range(0, len(rows), batch):
+            conn.execute("BEGIN IMMEDIATE")
+            chunk = rows[i:i + batch]
+            if delete:
+                conn.executemany("DELETE FROM docs WHERE cid=? AND k=?",
+                                 [(cid, k) for cid, k, _, _ in chunk])
+            else:
+                conn.executemany("INSERT OR REPLACE INTO docs (cid, k, doc, seq)"
+                                 " VALUES (?, ?, ?, ?)", chunk)
+            conn.execute("COMMIT")
+    return len(rows) / timed(run)
+
+
+def bench_crud(n: int, batch: int, tmp: Path) -> list[tuple[str, float, float]]:
+    rng = random.Random(1)
+    docs = [make_document(rng, i) for i in range(n)]
+    ids = [bson.decode(d)["_id"] for d in docs]
+    gen = Entries()
+    inserts = [gen.insert(d) for d in docs]
+    updates = [gen.update(ids[rng.randrange(n)], make_diff(rng, i)) for i in range(n)]
+    deletes = [gen.delete(_id) for _id in ids]
+    results = []
+
+    # raw rows: same keys and values, into a head of the same schema
+    raw_head = fresh_head(tmp, "raw")
+    cid = raw_head.require("bench", "c").cid
+    rows = [(cid, id_key(d), d, 1) for d in docs]
+    raw_insert = raw_writes(raw_head, rows, batch)
+    post = {}
+    head = fresh_head(tmp, "apply")
+    insert_rate = n / timed(lambda: Applier(head).apply(inserts, batch_size=batch))
+    results.append(("insert", insert_rate, raw_insert))
+
+    c = head.require("bench", "c")
+    for k, d in head.export_keyed(c):
+        post[k] = d
+    update_rate = n / timed(lambda: Applier(head).apply(updates, batch_size=batch))
+    c = head.require("bench", "c")
+    upd_rows = [(cid, k, d, 2) for k, d in head.export_keyed(c)]
+    order = [id_key(bson.encode({"_id": ids[rng.randrange(n)]})) for _ in range(n)]
+    by_key = {k: d for _, k, d, _ in upd_rows}
+    raw_update = raw_writes(raw_head, [(cid, k, by_key[k], 2) for k in order], batch)
+    results.append(("update $v:2", update_rate, raw_update))
+
+    delete_rate = n / timed(lambda: Applier(head).apply(deletes, batch_size=batch))
+    raw_delete = raw_writes(raw_head, rows, batch, delete=True)
+    results.append(("delete", delete_rate, raw_delete))
+
+    mixed, mixed_rows = mixed_entries(n, rng, cid)
+    head2 = fresh_head(tmp, "mixed")
+    mixed_rate = len(mixed) / timed(lambda: Applier(head2).apply(mixed, batch_size=batch))
+    raw_head2 = fresh_head(tmp, "raw_mixed")
+    raw_mixed = raw_mixed_writes(raw_head2, mixed_rows, batch)
+    results.append(("mixed 50/35/15", mixed_rate, raw_mixed))
+    for h in (raw_head, head, head2, raw_head2):
+        assert h.integrity_check() == [] if h in (head, head2) else True
+        h.close()
+    return results
+
+
+def mixed_entries(n: int, rng: random.Random, cid: int
+                  ) -> tuple[list[bytes], list[tuple[str, bytes, bytes | None]]]:
+    """50% inserts, 35% $v:2 updates, 15% deletes of live documents."""
+    gen = Entries()
+    live: list[tuple[ObjectId, bytes]] = []
+    entries, rows = [], []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.5 or len(live) < 10:
+            d = make_document(rng, i)
+            _id = bson.decode(d)["_id"]
+            live.append((_id, d))
+            entries.append(gen.insert(d))
+            rows.append(("i", id_key(d), d))
+        elif r < 0.85:
+            _id, d = live[rng.randrange(len(live))]
+            entries.append(gen.update(_id, make_diff(rng, i)))
+            rows.append(("i", id_key(d), d))
+        else:
+            _id, d = live.pop(rng.randrange(len(live)))
+            entries.append(gen.delete(_id))
+            rows.append(("d", id_key(d), None))
+    return entries, rows
+
+
+def raw_mixed_writes(head: HeadStore, rows: list[tuple[str, bytes, bytes | None]],
+                     batch: int) -> float:
+    cid = head.require("bench", "c").cid
+    conn = head.conn
+
+    def run() -> None:
+        for i in range(0, len(rows), batch):
+            conn.execute("BEGIN IMMEDIATE")
+            for kind, k, d in rows[i:i + batch]:
+                if kind == "i":
+                    conn.execute("INSERT OR REPLACE INTO docs (cid, k, doc, seq)"
+                                 " VALUES (?, ?, ?, 1)", (cid, k, d))
+                else:
+                    conn.execute("DELETE FROM docs WHERE cid=? AND k=?", (cid, k))
+            conn.execute("COMMIT")
+    return len(rows) / timed(run)
+
+
+def bench_tracking_cost(n: int, batch: int, tmp: Path) -> tuple[float, float]:
+    """Raw insert rate with and without the change-tracking index docs_seq."""
+    rng = random.Random(2)
+    docs = [make_document(rng, i) for i in range(n)]
+    rates = []
+    for keep in (True, False):
+        head = fresh_head(tmp, f"track{keep}")
+        if not keep:
+            head.conn.execute("DROP INDEX docs_seq")
+        cid = head.require("bench", "c").cid
+        rates.append(raw_writes(head, [(cid, id_key(d), d, 1) for d in docs], batch))
+        head.close()
+    return rates[0], rates[1]
+
+
+# -- replay of a large mixed oplog, peak RSS --
+
+def write_mixed_oplog(path: Path, n: int) -> None:
+    rng = random.Random(3)
+    gen = Entries()
+    live: list[ObjectId] = []
+    template = make_document(rng, 0)
+    with open(path, "wb") as f:
+        for i in range(n):
+            r = rng.random()
+            if r < 0.5 or len(live) < 10:
+                doc = bson.decode(template)
+                doc["_id"] = ObjectId()
+                doc["seq"] = i
+                live.append(doc["_id"])
+                f.write(gen.insert(bson.encode(doc)))
+            elif r < 0.85:
+                f.write(gen.update(live[rng.randrange(len(live))], make_diff(rng, i)))
+            else:
+                f.write(gen.delete(live.pop(rng.randrange(len(live)))))
+
+
+def replay_rss(n: int, tmp: Path) -> tuple[float, float]:
+    """(entries/s, peak RSS MiB) of `backupflows oplog replay` of n entries."""
+    oplog = tmp / f"oplog{n}.bson"
+    write_mixed_oplog(oplog, n)
+    dump = tmp / "emptydump"
+    dump.mkdir(exist_ok=True)
+    out = tmp / f"out{n}"
+    cmd = [sys.executable, "-c", "from backupflows.cli import main; main()", "oplog",
+           "replay", "--dump", str(dump), "--oplog", str(oplog), "--out", str(out),
+           "--head", str(tmp / f"replay{n}.db")]
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        os.execv(cmd[0], cmd)
+    _, status, usage = os.wait4(pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"replay of {n} entries failed with status {status}")
+    return n / elapsed, usage.ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=50_000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--replay", type=int, default=0, help="entries for the replay RSS run")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-apply-") as d:
+        tmp = Path(d)
+        print(f"{args.n} entries, documents ~{len(make_document(random.Random(0), 0))} B, "
+              f"batch {args.batch}, one core")
+        print(f"{'workload':16} {'applied/s':>12} {'raw write/s':>12} {'ratio':>7}")
+        for name, rate, raw in bench_crud(args.n, args.batch, tmp):
+            print(f"{name:16} {rate:12,.0f} {raw:12,.0f} {rate / raw:7.0%}")
+        with_idx, without = bench_tracking_cost(args.n, args.batch, tmp)
+        print(f"change tracking index on the raw insert path: {with_idx:,.0f}/s with, "
+              f"{without:,.0f}/s without ({1 - with_idx / without:.0%} cost)")
+        if args.replay:
+            for n in (args.replay // 10, args.replay):
+                rate, rss = replay_rss(n, tmp)
+                print(f"oplog replay of {n:,} mixed entries: {rate:,.0f} entries/s "
+                      f"(incl. start-up and dump writing), peak RSS {rss:.0f} MiB")
+    print(f"bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
+
