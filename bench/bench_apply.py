@@ -20,7 +20,6 @@ import datetime
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
