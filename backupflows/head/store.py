@@ -129,9 +129,8 @@ def _doc_key(raw: bytes, c: Collection) -> bytes:
 
 
 def _load_chunk(w: HeadWriter, c: Collection, buf: list[tuple[bytes, bytes]]) -> int:
-    w.prefetch(c.cid, (k for k, _ in buf))
     for k, raw in buf:
-        w.put(c, k, raw)
+        w.put_new(c, k, raw)
     w.forget()
     return len(buf)
 

@@ -19,8 +19,12 @@ from backupflows.head.catalog import Catalog, Collection
 _MOD = 1 << 256
 _CHUNK = 500
 
+_INSERT = "INSERT INTO docs (cid, k, doc, seq) VALUES (?, ?, ?, ?)"
+_UPDATE = "UPDATE docs SET doc=?, seq=? WHERE cid=? AND k=?"
+_DELETE = "DELETE FROM docs WHERE cid=? AND k=?"
 _UPSERT = ("INSERT INTO docs (cid, k, doc, seq) VALUES (?, ?, ?, ?)"
            " ON CONFLICT (cid, k) DO UPDATE SET doc=excluded.doc, seq=excluded.seq")
+_UNKNOWN = b""  # cache sentinel: state not read (a real document is never empty)
 
 
 class HeadWriter:
@@ -37,6 +41,7 @@ class HeadWriter:
         self.seq = int(self._meta("seq")) + 1
         self._cache: dict[tuple[int, bytes], bytes | None] = {}
         self._writes: dict[tuple[int, bytes], bytes | None] = {}
+        self._blind: set[tuple[int, bytes]] = set()
         self._hash: dict[int, list[int]] = {}
         self._missing: dict[tuple[int, bytes], bytes | None] = {}
         self._missing_possible = conn.execute(
@@ -98,6 +103,24 @@ class HeadWriter:
         if self._missing_possible:
             self._missing[(c.cid, key)] = None
 
+    def put_new(self, c: Collection, key: bytes, raw: bytes) -> None:
+        """Insert a document that is most likely new, without reading first.
+        If the key did exist, ``flush`` finds out (one failed INSERT per
+        batch) and corrects the content hash."""
+        ck = (c.cid, key)
+        if ck in self._writes or ck in self._cache:
+            self.put(c, key, raw)
+            return
+        h = self._hash.get(c.cid)
+        if h is None:
+            h = self._hash[c.cid] = [0, 0]
+        h[0] += 1
+        h[1] += doc_digest(raw)
+        self._writes[ck] = raw
+        self._blind.add(ck)
+        if self._missing_possible:
+            self._missing[ck] = None
+
     def delete(self, c: Collection, key: bytes) -> bool:
         """Delete the document of ``key``; False when there was none."""
         old = self.get(c, key)
@@ -121,18 +144,9 @@ class HeadWriter:
     def flush(self) -> None:
         """Write pending document changes to SQLite (still uncommitted)."""
         if self._writes:
-            ups = sorted((cid, k, doc, self.seq)
-                         for (cid, k), doc in self._writes.items() if doc is not None)
-            dels = sorted(ck for ck, doc in self._writes.items() if doc is None)
-            if ups:
-                self.conn.executemany(_UPSERT, ups)
-            if dels:
-                self.conn.executemany("DELETE FROM docs WHERE cid=? AND k=?", dels)
-                self.conn.executemany(
-                    "INSERT OR REPLACE INTO tombstones (cid, k, seq) VALUES (?, ?, ?)",
-                    [(cid, k, self.seq) for cid, k in dels])
-            self._cache.update(self._writes)
-            self._writes.clear()
+            if self._blind:
+                self._flush_blind()
+            self._flush_known()
         if self._missing:
             adds = [(cid, k, rid) for (cid, k), rid in self._missing.items() if rid is not None]
             rems = [ck for ck, rid in self._missing.items() if rid is None]
@@ -143,6 +157,75 @@ class HeadWriter:
                     "INSERT OR REPLACE INTO missing (cid, k, id) VALUES (?, ?, ?)", adds)
             self._missing.clear()
         self._flush_hashes()
+
+    def _flush_blind(self) -> None:
+        """Write the documents of ``put_new`` keys with a plain INSERT; if one
+        existed after all, learn which did and correct the hash."""
+        blind, self._blind = sorted(self._blind), set()
+        rows = [(cid, k, self._writes[(cid, k)], self.seq) for cid, k in blind
+                if self._writes[(cid, k)] is not None]
+        gone = [ck for ck in blind if self._writes[ck] is None]
+        if rows and not gone:
+            self.conn.execute("SAVEPOINT blind")
+            try:
+                self.conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                self.conn.execute("ROLLBACK TO blind")
+            else:
+                self.conn.execute("RELEASE blind")
+                for cid, k, doc, _ in rows:
+                    self._cache[(cid, k)] = doc
+                    del self._writes[(cid, k)]
+                return
+            self.conn.execute("RELEASE blind")
+        self._learn_existing(blind)
+
+    def _learn_existing(self, keys: list[tuple[int, bytes]]) -> None:
+        """Read what the database holds for ``keys`` (blind inserts) and take
+        the replaced documents out of the content hash."""
+        by_cid: dict[int, list[bytes]] = {}
+        for cid, k in keys:
+            by_cid.setdefault(cid, []).append(k)
+        for cid, ks in by_cid.items():
+            for k in ks:
+                self._cache[(cid, k)] = None
+            for i in range(0, len(ks), _CHUNK):
+                chunk = ks[i:i + _CHUNK]
+                for k, doc in self.conn.execute(self._select(len(chunk)), (cid, *chunk)):
+                    k, doc = bytes(k), bytes(doc)
+                    self._cache[(cid, k)] = doc
+                    h = self._hash.setdefault(cid, [0, 0])
+                    h[0] -= 1
+                    h[1] -= doc_digest(doc)
+
+    def _flush_known(self) -> None:
+        """Write documents whose previous state is known (in the cache)."""
+        inserts, updates, dels, unknown = [], [], [], []
+        seq, cache = self.seq, self._cache
+        for ck, doc in sorted(self._writes.items()):
+            before = cache.get(ck, _UNKNOWN)
+            if doc is None:
+                if before is not None:
+                    dels.append(ck)
+            elif before is None:
+                inserts.append((ck[0], ck[1], doc, seq))
+            elif before is _UNKNOWN:
+                unknown.append((ck[0], ck[1], doc, seq))
+            else:
+                updates.append((doc, seq, ck[0], ck[1]))
+        if inserts:
+            self.conn.executemany(_INSERT, inserts)
+        if unknown:
+            self.conn.executemany(_UPSERT, unknown)
+        if updates:
+            self.conn.executemany(_UPDATE, updates)
+        if dels:
+            self.conn.executemany(_DELETE, dels)
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO tombstones (cid, k, seq) VALUES (?, ?, ?)",
+                [(cid, k, seq) for cid, k in dels])
+        cache.update(self._writes)
+        self._writes.clear()
 
     def forget(self) -> None:
         """Flush, then drop the read cache (bounds memory of long transactions)."""

@@ -139,10 +139,11 @@ class Context:
         self.skip_from_migrate = skip_from_migrate
 
     def prefetch(self, entries: list[Entry]) -> None:
-        """Warm the document cache with one query per collection and chunk."""
+        """Warm the document cache for updates and deletes with one query per
+        collection and chunk (inserts are written blind: see put_new)."""
         wanted: dict[int, list[bytes]] = {}
         for e in entries:
-            if e.op not in ("i", "u", "d") or is_internal(e.ns or ""):
+            if e.op not in ("u", "d") or is_internal(e.ns or ""):
                 continue
             c = crud.target(self.w, e.db, e.coll, e.ui) if _plain_target(self.w, e) else None
             if c is None:

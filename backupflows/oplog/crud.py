@@ -89,7 +89,7 @@ def apply_insert(w: HeadWriter, e: Entry) -> None:
     key = entry_key(e)
     c = target(w, e.db, e.coll, e.ui, create=True)
     if c is not None:
-        w.put(_documents(c, e), key, e.o())
+        w.put_new(_documents(c, e), key, e.o())
 
 
 def apply_delete(w: HeadWriter, e: Entry) -> None:
@@ -107,7 +107,7 @@ def apply_update(w: HeadWriter, e: Entry) -> None:
     _documents(c, e)
     old = w.get(c, key)
     o_raw = e.o()
-    kind = upd.classify(RawBSONDocument(o_raw))
+    kind = "delta" if _is_delta(o_raw) else upd.classify(RawBSONDocument(o_raw))
     if old is None:
         if e.upsert and kind == "replacement":
             w.put(c, key, upd.apply_replacement(None, o_raw), None, known=True)
@@ -119,11 +119,23 @@ def apply_update(w: HeadWriter, e: Entry) -> None:
         w.put(c, key, new, old, known=True)
 
 
+_DELTA_HEAD = b"\x10$v\x00\x02\x00\x00\x00\x03diff\x00"
+_DELTA_AT = 4 + len(_DELTA_HEAD)
+
+
+def _is_delta(o_raw: bytes) -> bool:
+    """The exact shape every server writes, ``{$v: 2, diff: {...}}``, seen
+    without decoding (anything else goes through ``update.classify``)."""
+    return (o_raw.startswith(_DELTA_HEAD, 4)
+            and _DELTA_AT + int.from_bytes(o_raw[_DELTA_AT:_DELTA_AT + 4], "little")
+            == len(o_raw) - 1)
+
+
 def updated(e: Entry, old: bytes, o_raw: bytes, kind: str) -> bytes:
     """The post-image of ``old`` under the update ``o_raw`` of ``kind``."""
     try:
         if kind == "delta":
-            diff = rawdoc.subdocument(o_raw, b"diff")
+            diff = o_raw[_DELTA_AT:-1] if _is_delta(o_raw) else rawdoc.subdocument(o_raw, b"diff")
             if diff is None:
                 raise upd.InvalidUpdate("a $v: 2 update needs a document 'diff'")
             new = upd.apply_delta(old, diff)

@@ -8,6 +8,7 @@ and ``ns`` every error message names.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import Any
 
 import bson
@@ -28,6 +29,7 @@ _INTERNAL_EXACT = frozenset((
     "config.system.sessions", "config.image_collection", "config.system.preimages"))
 
 
+@lru_cache(maxsize=4096)
 def is_internal(ns: str) -> bool:
     """Namespaces a backup never copies (reference: "Idempotency")."""
     if ns.startswith("local.") or ns == "local":
@@ -62,6 +64,9 @@ class Entry:
     multi_op_type: int | None = None
     has_prev: bool = False
     key: bytes | None = None
+    db: str = ""
+    coll: str = ""
+    _o: bytes | None = None
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
@@ -72,19 +77,13 @@ class Entry:
     def error(self, what: str, cls: type[OplogError] = OplogError) -> OplogError:
         return cls(f"{self.describe()}: {what}")
 
-    @property
-    def db(self) -> str:
-        return (self.ns or "").split(".", 1)[0]
-
-    @property
-    def coll(self) -> str:
-        parts = (self.ns or "").split(".", 1)
-        return parts[1] if len(parts) == 2 else ""
-
     def o(self) -> bytes:
-        if self.o_span is None:
-            raise self.error("no 'o' document")
-        return self.raw[self.o_span[0]:self.o_span[1]]
+        o = self._o
+        if o is None:
+            if self.o_span is None:
+                raise self.error("no 'o' document")
+            o = self._o = self.raw[self.o_span[0]:self.o_span[1]]
+        return o
 
     def o2(self) -> bytes | None:
         if self.o2_span is None:
@@ -223,6 +222,7 @@ def _check(e: Entry) -> None:
         e.ns = "admin.$cmd"  # some tools write applyOps entries without ns
     if e.ns is None:
         raise e.error("missing or non-string 'ns'")
+    e.db, _, e.coll = e.ns.partition(".")
     if e.op == "u" and e.o2_span is None:
         raise e.error("update without an 'o2' document")
     if e.op != "c" and "." not in e.ns:
