@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -238,16 +238,28 @@ def replay_rss(n: int, tmp: Path) -> tuple[float, float]:
            "replay", "--dump", str(dump), "--oplog", str(oplog), "--out", str(out),
            "--head", str(tmp / f"replay{n}.db")]
     start = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        os.execv(cmd[0], cmd)
-    _, status, usage = os.wait4(pid, 0)
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _vm_hwm_kib(proc.pid))
+        time.sleep(0.05)
     elapsed = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"replay of {n} entries failed with status {status}")
-    return n / elapsed, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"replay of {n} entries failed with status {proc.returncode}")
+    return n / elapsed, peak / 1024
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak RSS of the process image (VmHWM; reset by exec, unlike ru_maxrss,
+    which would count the forked benchmark process)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

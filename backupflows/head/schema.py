@@ -93,8 +93,10 @@ CREATE TABLE IF NOT EXISTS txn_entries (
 _DEFAULTS = (("schema_version", SCHEMA_VERSION), ("ts", 0), ("t", -1), ("seq", 0))
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """Open (creating if needed) a head database and check its version."""
+def connect(path: str, create: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) a head database and check its version.
+    ``create=False`` opens an existing head for reading without taking the
+    write lock."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=60)
     except sqlite3.Error as exc:
@@ -108,7 +110,10 @@ def connect(path: str) -> sqlite3.Connection:
         # Checkpoint every 64 MB of WAL instead of 16 MB: pages written by
         # several batches are copied to the database once.
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
-        _create(conn)
+        if create:
+            _create(conn)
+        else:
+            _check_version(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise HeadError(f"cannot open head {path}: {exc}") from None
@@ -123,10 +128,14 @@ def _create(conn: sqlite3.Connection) -> None:
                 conn.execute(stmt)
         for key, value in _DEFAULTS:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            raise HeadError(f"head schema version {version} is not {SCHEMA_VERSION}")
+        _check_version(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _check_version(conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None or row[0] != SCHEMA_VERSION:
+        raise HeadError(f"head schema version {row and row[0]} is not {SCHEMA_VERSION}")

@@ -48,7 +48,7 @@ class HeadStore(HeadReader):
     @contextmanager
     def snapshot(self) -> Iterator[HeadReader]:
         """A consistent read view (its own connection and read transaction)."""
-        conn = schema.connect(self.path)
+        conn = schema.connect(self.path, create=False)
         try:
             conn.execute("BEGIN")
             conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()

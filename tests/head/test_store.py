@@ -155,3 +155,14 @@ def test_not_a_head_file(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(HeadError, match="cannot open head"):
         HeadStore(bad)
+
+
+def test_snapshot_opens_while_a_write_transaction_is_open(tmp_path: Path) -> None:
+    op = Op()
+    with HeadStore(tmp_path / "h.db") as head:
+        Applier(head).apply([op.i("d.c", {"_id": 1})])
+        with head.transaction() as w:
+            w.put_new(w.catalog.get("d", "c"), b"\x0a\x04", bson.encode({"_id": 2}))
+            w.flush()
+            with head.snapshot() as snap:  # does not wait for the writer
+                assert snap.require("d", "c").count == 1
