@@ -8,6 +8,7 @@ from pathlib import Path
 import bson
 import pytest
 
+from backupflows.bsonorder import id_key
 from backupflows.contenthash import ContentHash
 from backupflows.errors import HeadError
 from backupflows.head.store import HeadStore
@@ -162,7 +163,8 @@ def test_snapshot_opens_while_a_write_transaction_is_open(tmp_path: Path) -> Non
     with HeadStore(tmp_path / "h.db") as head:
         Applier(head).apply([op.i("d.c", {"_id": 1})])
         with head.transaction() as w:
-            w.put_new(w.catalog.get("d", "c"), b"\x0a\x04", bson.encode({"_id": 2}))
+            doc = bson.encode({"_id": 2})
+            w.put_new(w.catalog.get("d", "c"), id_key(doc), doc)
             w.flush()
             with head.snapshot() as snap:  # does not wait for the writer
                 assert snap.require("d", "c").count == 1
