@@ -191,18 +191,21 @@ def raw_mixed_writes(head: HeadStore, rows: list[tuple[str, bytes, bytes | None]
 
 
 def bench_tracking_cost(n: int, batch: int, tmp: Path) -> tuple[float, float]:
-    """Raw insert rate with and without the change-tracking index docs_seq."""
+    """Raw insert rate with and without the change-tracking index docs_seq
+    (best of 3 alternating rounds: the disk is noisy)."""
     rng = random.Random(2)
     docs = [make_document(rng, i) for i in range(n)]
-    rates = []
-    for keep in (True, False):
-        head = fresh_head(tmp, f"track{keep}")
-        if not keep:
-            head.conn.execute("DROP INDEX docs_seq")
-        cid = head.require("bench", "c").cid
-        rates.append(raw_writes(head, [(cid, id_key(d), d, 1) for d in docs], batch))
-        head.close()
-    return rates[0], rates[1]
+    best = {True: 0.0, False: 0.0}
+    for round_ in range(3):
+        for keep in (True, False):
+            head = fresh_head(tmp, f"track{keep}{round_}")
+            if not keep:
+                head.conn.execute("DROP INDEX docs_seq")
+            cid = head.require("bench", "c").cid
+            rate = raw_writes(head, [(cid, id_key(d), d, 1) for d in docs], batch)
+            best[keep] = max(best[keep], rate)
+            head.close()
+    return best[True], best[False]
 
 
 # -- replay of a large mixed oplog, peak RSS --
