@@ -1,4 +1,5 @@
-"""The catalog's SQLAlchemy 2 models: deployments, backup jobs, events.
+"""The catalog's SQLAlchemy 2 models: deployments, backup jobs, events, and the
+initial sync's namespaces, slice ranges, slices and the oplog store's segments.
 
 Every schema change is an alembic revision under ``migrations/versions``;
 ``tests/foundation/test_migrations.py`` checks that the revisions build
@@ -17,12 +18,16 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -140,6 +145,18 @@ class BackupJob(Base):
     auto_resync: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # -- revision 0002: initial sync generations, leases, lag --
+    generation: Mapped[int] = mapped_column(default=1, server_default="1")
+    source_ts: Mapped[int | None] = mapped_column(BigInteger)  # newest optime seen at the source
+    lag_seconds: Mapped[float | None] = mapped_column(Float)
+    last_round_at: Mapped[datetime | None] = mapped_column()
+    last_apply_at: Mapped[datetime | None] = mapped_column()
+    synced_at: Mapped[datetime | None] = mapped_column()  # this generation reached routine
+    oplog_lease_owner: Mapped[str | None] = mapped_column(String(64))
+    oplog_lease_expires: Mapped[datetime | None] = mapped_column()
+    head_lease_owner: Mapped[str | None] = mapped_column(String(64))
+    head_lease_expires: Mapped[datetime | None] = mapped_column()
+    workflow_id: Mapped[str | None] = mapped_column(String(64))
 
     deployment: Mapped[Deployment] = relationship(back_populates="jobs")
 
@@ -198,3 +215,93 @@ class Event(Base):
 
     def __repr__(self) -> str:
         return f"Event(id={self.id!r}, kind={self.kind!r}, job_id={self.job_id!r})"
+
+
+class SyncNamespace(Base):
+    """A namespace of the source as the initial sync of one generation found it."""
+
+    __tablename__ = "sync_namespaces"
+    __table_args__ = (UniqueConstraint("job_id", "generation", "db", "coll",
+                                       name="uq_sync_namespaces_job_ns"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column()
+    db: Mapped[str] = mapped_column(String(255))
+    coll: Mapped[str] = mapped_column(String(255))
+    uuid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    type: Mapped[str] = mapped_column(String(16))
+    options: Mapped[bytes] = mapped_column(LargeBinary)  # raw BSON, server field order
+    indexes: Mapped[bytes] = mapped_column(LargeBinary)  # raw BSON spec documents, concatenated
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    @property
+    def ns(self) -> str:
+        return f"{self.db}.{self.coll}"
+
+
+class SliceRange(Base):
+    """An ``_id`` range of one collection, sliced by one agent task at a time."""
+
+    __tablename__ = "slice_ranges"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'done')", name="state"),
+        Index("ix_slice_ranges_job_gen_state", "job_id", "generation", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column()
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("sync_namespaces.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column()
+    lo: Mapped[bytes | None] = mapped_column(LargeBinary)  # raw bound document, None = MinKey
+    hi: Mapped[bytes | None] = mapped_column(LargeBinary)  # raw bound document, None = MaxKey
+    resume_after: Mapped[bytes | None] = mapped_column(LargeBinary)  # raw {_id} last stored
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column()
+    enqueued_at: Mapped[datetime | None] = mapped_column()
+    slices: Mapped[int] = mapped_column(default=0)
+    docs: Mapped[int] = mapped_column(BigInteger, default=0)
+    nbytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Slice(Base):
+    """~10 MB of raw documents of one range, stored as one object until the head is built."""
+
+    __tablename__ = "slices"
+    __table_args__ = (UniqueConstraint("range_id", "seq", name="uq_slices_range_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    range_id: Mapped[int] = mapped_column(ForeignKey("slice_ranges.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column()
+    object_name: Mapped[str] = mapped_column(Text)
+    docs: Mapped[int] = mapped_column()
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    first_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    last_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    loaded: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OplogSegment(Base):
+    """Contiguous oplog entries ``(first_ts .. last_ts]`` of a job, one stored object."""
+
+    __tablename__ = "oplog_segments"
+    __table_args__ = (
+        UniqueConstraint("job_id", "generation", "first_ts", name="uq_oplog_segments_start"),
+        Index("ix_oplog_segments_job_last", "job_id", "last_ts"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column()
+    first_ts: Mapped[int] = mapped_column(BigInteger)  # packed optime of the first entry
+    last_ts: Mapped[int] = mapped_column(BigInteger)  # packed optime of the last entry
+    count: Mapped[int] = mapped_column()
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    object_name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,7 +15,8 @@ from backupflows.catalog.db import create_catalog_engine
 from backupflows.catalog.models import Base
 from backupflows.errors import CatalogError
 
-TABLES = {"deployments", "backup_jobs", "events"}
+TABLES = {"deployments", "backup_jobs", "events",
+          "sync_namespaces", "slice_ranges", "slices", "oplog_segments"}
 
 
 def _tables(url: str) -> set[str]:
@@ -55,6 +56,43 @@ def test_round_trip_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_round_trip_on_postgresql(postgres_url: str) -> None:
     _round_trip(postgres_url)
+
+
+def _step_through_0002(url: str) -> None:
+    """0001 with a job -> 0002 (the job gets generation 1) -> back to 0001 (job kept)."""
+    from sqlalchemy import text
+
+    assert migrate.upgrade(url, "0001") == "0001"
+    engine = create_catalog_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO deployments (id, name, uri, include_ns, exclude_ns,"
+                              " created_at) VALUES (1, 'd', 'mongodb://h/', '[]', '[]',"
+                              " CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO backup_jobs (id, deployment_id, state, created_at,"
+                              " updated_at) VALUES (7, 1, 'routine', CURRENT_TIMESTAMP,"
+                              " CURRENT_TIMESTAMP)"))
+        assert migrate.upgrade(url, "0002") == "0002"
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT state, generation, head_lease_owner"
+                                    " FROM backup_jobs WHERE id = 7")).one()
+        assert tuple(row) == ("routine", 1, None)
+        assert migrate.downgrade(url, "0001") == "0001"
+        assert _tables(url) & {"slices", "slice_ranges", "sync_namespaces",
+                               "oplog_segments"} == set()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT state FROM backup_jobs")).scalar_one() == "routine"
+    finally:
+        engine.dispose()
+
+
+def test_0002_keeps_jobs_on_sqlite(tmp_path: Path) -> None:
+    _step_through_0002(f"sqlite:///{tmp_path}/catalog.db")
+
+
+@pytest.mark.postgres
+def test_0002_keeps_jobs_on_postgresql(postgres_url: str) -> None:
+    _step_through_0002(postgres_url)
 
 
 def test_require_current_names_the_fix(tmp_path: Path) -> None:
