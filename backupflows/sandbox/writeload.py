@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pymongo
@@ -45,9 +45,9 @@ _ID_ONLY = {"_id": 1}
 class WriteLoadStats:
     """Counters of what the load did (a snapshot when read from ``stats``)."""
 
-    counts: Counter = field(default_factory=Counter)  # write kind / DDL step -> done
+    counts: Counter[str] = field(default_factory=Counter)  # write kind / DDL step -> done
     errors: int = 0
-    error_types: Counter = field(default_factory=Counter)  # exception class name -> count
+    error_types: Counter[str] = field(default_factory=Counter)  # exception class -> count
     seconds: float = 0.0
 
     @property
@@ -121,6 +121,7 @@ class WriteLoad:
         self.targets = [_Target(client, ns, self.rng, id_start, max_known_ids)
                         for ns in namespaces]
         self.mix = dict(mix if mix is not None else DEFAULT_MIX)
+        self._kinds, self._weights = list(self.mix), list(self.mix.values())
         self.rate_per_s = float(rate_per_s)
         self.burst = burst if burst is not None else max(1.0, self.rate_per_s / 20)
         self.ddl_interval = ddl_interval
@@ -194,7 +195,7 @@ class WriteLoad:
         finally:
             self._ended = time.monotonic()
 
-    def _guarded(self, step) -> None:
+    def _guarded(self, step: Callable[[], str]) -> None:
         try:
             kind = step()
         except pymongo.errors.PyMongoError as exc:
@@ -210,8 +211,7 @@ class WriteLoad:
         target = self.rng.choice(self.targets)
         if not target.loaded:
             target.load_ids()
-        kinds, weights = zip(*self.mix.items(), strict=True)
-        kind = self.rng.choices(kinds, weights)[0]
+        kind = self.rng.choices(self._kinds, self._weights)[0]
         if kind != "insert" and not target.ids:
             kind = "insert"
         return getattr(self, f"_do_{kind}")(target)
