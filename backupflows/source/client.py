@@ -24,7 +24,7 @@ from typing import Any
 
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
-from pymongo import MongoClient
+from pymongo import MongoClient, uri_parser
 from pymongo.errors import (
     AutoReconnect,
     ConfigurationError,
@@ -112,6 +112,7 @@ def connect(uri: str, *, timeout_s: float = 10.0, socket_timeout_s: float = 120.
                     socketTimeoutMS=int(socket_timeout_s * 1000))
     settings.update(options)
     try:
+        uri_parser.parse_uri(uri, warn=False)   # bad option values raise instead of warning
         client: MongoClient = MongoClient(uri, **settings)
     except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
         raise SourceError(f"bad source URI {display_uri(uri)}: {_message(exc)}") from None
@@ -181,9 +182,11 @@ def source_call(what: str) -> Iterator[None]:
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, OperationFailure):
-        text = (exc.details or {}).get("errmsg") or str(exc)
-        text = f"{text} (code {exc.code})" if exc.code is not None else text
+    details = getattr(exc, "details", None)
+    if hasattr(details, "get") and details.get("errmsg"):
+        text = str(details["errmsg"])   # without pymongo's "full error: {...}" dump
+        code = details.get("code")
+        text = f"{text} (code {code})" if code is not None else text
     else:
         text = str(exc)
     return redact_text(" ".join(text.split()))[:500]

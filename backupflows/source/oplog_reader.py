@@ -44,7 +44,7 @@ from backupflows.oplog.entry import is_internal
 from backupflows.oplog.segments import entry_ts, ts_int, ts_of
 from backupflows.source.client import DEFAULT_BACKOFF, RAW, Backoff, RetryBudget, describe
 from backupflows.source.rawdocs import spans
-from backupflows.source.topology import OPLOG_COLL, OPLOG_DB, newest_optime, oldest_optime
+from backupflows.source.topology import OPLOG_COLL, OPLOG_DB, edge_optime_raw
 
 _i32 = struct.Struct("<i").unpack_from
 CAPPED_POSITION_LOST = 136
@@ -136,13 +136,15 @@ def read_round(client: MongoClient, after_ts: Timestamp, *, max_seconds: float =
     if max_seconds <= 0 or max_bytes <= 0 or max_entries <= 0:
         raise ValueError("read_round limits must be positive")
     reader = _Reader(Round(after_ts, after_ts), max_bytes, max_entries, ts_int(after_ts))
-    if _check_oldest(client, reader.round):
-        return reader.round
     deadline = time.monotonic() + max_seconds
     wait = max(1, min(await_ms, int(max_seconds * 1000)))
     budget = RetryBudget(backoff)
+    checked = False
     while not reader.round.stop:
         try:
+            checked = checked or not _check_oldest(client, reader.round)
+            if not checked:
+                break
             _tail(client, reader, deadline, wait, until_caught_up, budget)
         except OperationFailure as exc:
             if exc.code != CAPPED_POSITION_LOST:
@@ -189,7 +191,7 @@ def _tail(client: MongoClient, reader: _Reader, deadline: float, wait_ms: int,
 
 def _check_oldest(client: MongoClient, r: Round) -> bool:
     """Gap when the oplog's oldest entry is already newer than ``after_ts``."""
-    oldest = oldest_optime(client)
+    oldest = edge_optime_raw(client, 1)
     r.oldest_ts = oldest
     if ts_int(oldest) > ts_int(r.after_ts):
         r.gap, r.stop = True, "gap"
@@ -205,7 +207,7 @@ def _empty_start(client: MongoClient, reader: _Reader) -> None:
         r.stop = "position_lost"
         return
     if not _check_oldest(client, r):
-        newest = newest_optime(client)
+        newest = edge_optime_raw(client, -1)
         r.gap, r.stop = True, "gap"
         r.gap_reason = (f"the last stored oplog entry {_fmt(r.after_ts)} is newer than the "
                         f"source's newest {_fmt(newest)}: the source was rolled back or "

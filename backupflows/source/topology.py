@@ -67,10 +67,16 @@ def oldest_optime(client: MongoClient) -> Timestamp:
 
 
 def _edge_optime(client: MongoClient, direction: int) -> Timestamp:
+    with source_call(f"reading the oplog of {describe(client)}"):
+        return edge_optime_raw(client, direction)
+
+
+def edge_optime_raw(client: MongoClient, direction: int) -> Timestamp:
+    """Oldest (1) or newest (-1) oplog ``ts``; pymongo errors pass through
+    (for callers with their own retries)."""
     where = describe(client)
     oplog = client.get_database(OPLOG_DB, codec_options=META)[OPLOG_COLL]
-    with source_call(f"reading the oplog of {where}"):
-        doc = oplog.find_one({}, {"ts": 1}, sort=[("$natural", direction)])
+    doc = oplog.find_one({}, {"ts": 1}, sort=[("$natural", direction)])
     if doc is None:
         raise SourceError(f"source {where} has an empty or missing oplog (local.oplog.rs): "
                           "is it a replica set member?")
