@@ -113,6 +113,61 @@ def touch(session: Session, snapshot_id: int, block_id: str) -> str | None:
     return state
 
 
+def touch_many(session: Session, snapshot_id: int, block_ids: list[str]) -> dict[str, str]:
+    """``touch`` for many blocks in one transaction: the state of each known
+    block after the touch (``live`` ones are touched and referenced)."""
+    gen = read_gen(session)
+    ids = list(dict.fromkeys(block_ids))
+    states: dict[str, str] = {}
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        session.execute(update(Block).where(Block.id.in_(part), Block.state == LIVE)
+                        .values(touched_gen=gen, last_touched=utcnow()))
+        for bid, state in session.execute(select(Block.id, Block.state)
+                                          .where(Block.id.in_(part))):
+            states[bid] = state
+    _reference(session, snapshot_id, [b for b, st in states.items() if st == LIVE])
+    return states
+
+
+def stored_sizes(session: Session, block_ids: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(0, len(block_ids), _CHUNK):
+        part = block_ids[i:i + _CHUNK]
+        out.update((b, int(n)) for b, n in session.execute(
+            select(Block.id, Block.stored_size).where(Block.id.in_(part))))
+    return out
+
+
+def insert_many(session: Session, snapshot_id: int,
+                blocks: list[tuple[str, int, int]]) -> set[str]:
+    """Index blocks whose objects were just stored; the ids inserted (an id
+    another writer indexed meanwhile is left out: touch it instead)."""
+    gen = read_gen(session)
+    now = utcnow()
+    have = set(session.execute(select(Block.id).where(
+        Block.id.in_([b[0] for b in blocks]))).scalars())
+    rows = [{"id": b, "size": size, "stored_size": stored, "state": LIVE,
+             "touched_gen": gen, "last_touched": now} for b, size, stored in blocks
+            if b not in have]
+    won: set[str] = set()
+    if rows:
+        try:
+            with session.begin_nested():
+                session.execute(insert(Block), rows)
+            won = {r["id"] for r in rows}
+        except SAIntegrityError:  # a concurrent writer: insert one by one
+            for r in rows:
+                try:
+                    with session.begin_nested():
+                        session.execute(insert(Block).values(**r))
+                    won.add(r["id"])
+                except SAIntegrityError:
+                    pass
+    _reference(session, snapshot_id, won)
+    return won
+
+
 def insert_block(session: Session, snapshot_id: int, block_id: str, size: int,
                  stored_size: int) -> bool:
     """Record a block whose object was just stored; False if a row exists

@@ -32,6 +32,15 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A block ready to store: its id, uncompressed size and enveloped bytes."""
+
+    id: str
+    size: int
+    packed: bytes
+
+
+@dataclass(frozen=True)
 class BlockRef:
     """What a manifest records about a block it lists."""
 
@@ -66,26 +75,77 @@ class BlockStore:
 
     # -- writing ---------------------------------------------------------
 
-    def put_block(self, data: bytes, snapshot_id: int) -> BlockRef:
-        """Store ``data`` as a block referenced by ``snapshot_id``
-        (deduplicated: a known block is only touched)."""
+    def prepare(self, data: bytes) -> Prepared:
+        """Hash and compress a block (no I/O; safe to run on worker threads)."""
         bid = block_id(data)
+        return Prepared(bid, len(data), self.pack(bid, data))
+
+    def put_block(self, data: bytes, snapshot_id: int) -> BlockRef:
+        """Store ``data`` as a block referenced by ``snapshot_id``."""
+        return self.put_blocks([self.prepare(data)], snapshot_id)[0]
+
+    def put_blocks(self, blocks: list[Prepared], snapshot_id: int) -> list[BlockRef]:
+        """Store blocks for ``snapshot_id``: ``dedup`` (known blocks are only
+        touched), upload the others, ``index`` them."""
+        refs, todo = self.dedup(blocks, snapshot_id)
+        for b in todo:
+            self.upload(b)
+        refs.update(self.index(todo, snapshot_id))
+        return [refs[b.id] for b in blocks]
+
+    def dedup(self, blocks: list[Prepared], snapshot_id: int
+              ) -> tuple[dict[str, BlockRef], list[Prepared]]:
+        """THE deduplication step, one catalog transaction for many blocks:
+        blocks the index knows as ``live`` are touched and referenced (their
+        refs); blocks it does not know are returned to be uploaded then
+        ``index``-ed; blocks being groomed go the slow way (wait, re-upload)."""
+        with self.sessions() as s:
+            states = blockindex.touch_many(s, snapshot_id, [b.id for b in blocks])
+            stored = blockindex.stored_sizes(s, [b for b, st in states.items()
+                                                 if st == blockindex.LIVE])
+        refs: dict[str, BlockRef] = {}
+        todo: dict[str, Prepared] = {}
+        for b in blocks:
+            state = states.get(b.id)
+            if state == blockindex.LIVE:
+                refs[b.id] = BlockRef(b.id, b.size, stored.get(b.id, 0), False)
+            elif state is None:
+                todo[b.id] = b
+            elif b.id not in refs:
+                refs[b.id] = self._put_slow(b, snapshot_id)
+        return refs, list(todo.values())
+
+    def upload(self, b: Prepared) -> None:
+        self.backend.put(object_name(b.id), b.packed)
+
+    def index(self, uploaded: list[Prepared], snapshot_id: int) -> dict[str, BlockRef]:
+        """Index blocks whose objects ``upload`` stored (one transaction)."""
+        if not uploaded:
+            return {}
+        with self.sessions() as s:
+            won = blockindex.insert_many(s, snapshot_id, [(b.id, b.size, len(b.packed))
+                                                          for b in uploaded])
+        refs = {b.id: BlockRef(b.id, b.size, len(b.packed), True)
+                for b in uploaded if b.id in won}
+        for b in uploaded:  # indexed by another writer meanwhile
+            if b.id not in refs:
+                refs[b.id] = self._put_slow(b, snapshot_id)
+        return refs
+
+    def _put_slow(self, b: Prepared, snapshot_id: int) -> BlockRef:
         deadline = time.monotonic() + self.wait
-        packed: bytes | None = None
         while True:
             with self.sessions() as s:
-                state = blockindex.touch(s, snapshot_id, bid)
+                state = blockindex.touch(s, snapshot_id, b.id)
             if state == blockindex.LIVE:
-                return self._known(bid, len(data))
+                return self._known(b.id, b.size)
             if state == blockindex.DELETING:
-                self._await_deletion(bid, deadline)
+                self._await_deletion(b.id, deadline)
                 continue
-            if packed is None:
-                packed = self.pack(bid, data)
-            self.backend.put(object_name(bid), packed)
+            self.backend.put(object_name(b.id), b.packed)
             with self.sessions() as s:
-                if blockindex.insert_block(s, snapshot_id, bid, len(data), len(packed)):
-                    return BlockRef(bid, len(data), len(packed), True)
+                if blockindex.insert_block(s, snapshot_id, b.id, b.size, len(b.packed)):
+                    return BlockRef(b.id, b.size, len(b.packed), True)
 
     def pack(self, bid: str, data: bytes) -> bytes:
         return container.pack(KIND, {"id": bid}, data, level=self.level)

@@ -23,6 +23,7 @@ few blocks are in flight, so memory does not grow with the data.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from backupflows.contenthash import ContentHash
 from backupflows.head.catalog import Collection
 from backupflows.head.export import HeadReader
 from backupflows.storage import layers as L
-from backupflows.storage.blockstore import BlockRef, BlockStore
+from backupflows.storage.blockstore import BlockRef, BlockStore, Prepared
 from backupflows.storage.chunker import Chunk, ChunkParams, chunks
 from backupflows.storage.manifest import DELTA, FULL, BlockEntry, CollectionEntry, Layer, Manifest
 
@@ -46,7 +47,7 @@ class TakeOptions:
     full_delta_percent: int = 50   # ... or whose deltas exceed this % of the base
     force: str | None = None       # "full" or "synthetic" for every collection
     workers: int = 2
-    in_flight: int = 4
+    in_flight: int = 8            # blocks hashed/compressed ahead, indexed per batch
 
 
 @dataclass
@@ -67,52 +68,73 @@ class TakeStats:
 
 
 class LayerWriter:
-    """Stores chunks as blocks for one snapshot, on a thread pool, in order."""
+    """Stores chunks as blocks for one snapshot, in a pipeline: worker threads
+    hash and compress (``prepare``); the calling thread deduplicates a batch
+    (one catalog transaction) and hands new blocks to upload threads, whose
+    blocks it indexes as they finish. Blocks keep their order in the layer;
+    at most ``in_flight`` blocks wait to be compressed."""
 
     def __init__(self, store: BlockStore, snapshot_id: int, opts: TakeOptions,
                  stats: TakeStats, progress: Progress | None) -> None:
         self.store, self.snapshot_id, self.opts = store, snapshot_id, opts
         self.stats, self.progress = stats, progress
-        self.pool = ThreadPoolExecutor(max_workers=max(1, opts.workers),
-                                       thread_name_prefix="blocks")
+        workers = max(1, opts.workers)
+        self.cpu = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blocks")
+        self.io = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="uploads")
+        self.uploads: list[tuple[Prepared, Future[None]]] = []
         self._last_report = time.monotonic()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.cpu.shutdown(wait=True)
+        self.io.shutdown(wait=True)
 
     def write(self, kind: str, pieces: Iterable[Chunk | BlockEntry]) -> Layer:
         """A layer of ``kind`` from chunks (stored) and reused block entries."""
         layer = Layer(self.snapshot_id, kind)
-        pending: list[tuple[Chunk, Future[BlockRef]] | BlockEntry] = []
+        pending: deque[tuple[Chunk, Future[Prepared]] | BlockEntry] = deque()
         for piece in pieces:
             if isinstance(piece, BlockEntry):
                 pending.append(piece)
             else:
-                pending.append((piece, self.pool.submit(self._put, piece.data)))
-                self._drain(layer, pending, self.opts.in_flight)
-        self._drain(layer, pending, 0)
+                pending.append((piece, self.cpu.submit(self.store.prepare, piece.data)))
+            if len(pending) >= self.opts.in_flight:
+                self._advance(layer, pending, self.opts.in_flight // 2)
+                self._settle(wait=False)
+        self._advance(layer, pending, len(pending))
+        self._settle(wait=True)
         return layer
 
-    def _put(self, data: bytes) -> BlockRef:
-        return self.store.put_block(data, self.snapshot_id)
-
-    def _drain(self, layer: Layer, pending: list, keep: int) -> None:
-        while len(pending) > keep or (pending and isinstance(pending[0], BlockEntry)):
-            item = pending.pop(0)
-            if isinstance(item, BlockEntry):
-                layer.blocks.append(item)
-                self.stats.blocks_reused += 1
-                layer.size += item.size
-                layer.docs += item.records
-                continue
-            chunk, fut = item
-            ref = fut.result()
+    def _advance(self, layer: Layer, pending: deque, n: int) -> None:
+        items = [pending.popleft() for _ in range(n)]
+        ready = [(c, f.result()) for c, f in (i for i in items if not isinstance(i, BlockEntry))]
+        refs, todo = self.store.dedup([p for _, p in ready], self.snapshot_id)
+        for p in todo:
+            self.uploads.append((p, self.io.submit(self.store.upload, p)))
+        for ref in refs.values():
             self.stats.account(ref)
-            layer.blocks.append(BlockEntry(ref.id, ref.size, chunk.count,
-                                           chunk.first_key, chunk.last_key))
-            layer.size += ref.size
-            layer.docs += chunk.count
-            self._report()
+        ready_iter = iter(ready)
+        for item in items:
+            if isinstance(item, BlockEntry):
+                entry = item
+                self.stats.blocks_reused += 1
+            else:
+                chunk, p = next(ready_iter)
+                entry = BlockEntry(p.id, p.size, chunk.count, chunk.first_key, chunk.last_key)
+            layer.blocks.append(entry)
+            layer.size += entry.size
+            layer.docs += entry.records
+        self._report()
+
+    def _settle(self, wait: bool) -> None:
+        """Index uploaded blocks (all of them with ``wait``)."""
+        done = [(p, f) for p, f in self.uploads if wait or f.done()]
+        if not done:
+            return
+        self.uploads = [(p, f) for p, f in self.uploads if not (wait or f.done())]
+        for _, f in done:
+            f.result()
+        for ref in self.store.index([p for p, _ in done], self.snapshot_id).values():
+            self.stats.account(ref)
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -239,29 +261,36 @@ class VerifyResult:
         return not self.problems
 
 
-def verify(store: BlockStore, m: Manifest, *, deep: bool = True) -> VerifyResult:
+def verify(store: BlockStore, m: Manifest, *, deep: bool = True,
+           checked: dict[str, str | None] | None = None) -> VerifyResult:
     """Check every block of the snapshot (hash) and, with ``deep``, recompute
-    every collection's count and content hash against the manifest."""
+    every collection's count and content hash against the manifest.
+    ``checked`` caches block results across snapshots (block id -> problem)."""
     result = VerifyResult()
+    cache = checked if checked is not None else {}
     bad: set[str] = set()
     for bid in m.block_ids():
-        problem = store.verify_block(bid)
-        result.blocks_checked += 1
-        if problem is not None:
+        if bid not in cache:
+            cache[bid] = store.verify_block(bid)
+            result.blocks_checked += 1
+        if cache[bid] is not None:
             bad.add(bid)
-            result.problems.append(f"snapshot {m.snapshot}: {problem}")
-    if not deep:
-        return result
-    for entry in m.collections:
-        if not entry.holds_documents or bad & set(entry.block_ids()):
-            continue
-        try:
-            h = ContentHash.of(read_entry(store, entry))
-        except Exception as exc:  # noqa: BLE001 - every failure is a finding
-            result.problems.append(f"snapshot {m.snapshot}: {entry.ns}: {exc}")
-            continue
-        if (h.count, h.hexdigest()) != (entry.count, entry.hash):
-            result.problems.append(
-                f"snapshot {m.snapshot}: {entry.ns}: recomputed {h.count} documents "
-                f"/{h.hexdigest()[:12]} != manifest {entry.count}/{entry.hash[:12]}")
+            result.problems.append(f"snapshot {m.snapshot}: {cache[bid]}")
+    if deep:
+        for entry in m.collections:
+            if entry.holds_documents and not bad & set(entry.block_ids()):
+                problem = _check_entry(store, m, entry)
+                if problem is not None:
+                    result.problems.append(problem)
     return result
+
+
+def _check_entry(store: BlockStore, m: Manifest, entry: CollectionEntry) -> str | None:
+    try:
+        h = ContentHash.of(read_entry(store, entry))
+    except Exception as exc:  # noqa: BLE001 - every failure is a finding
+        return f"snapshot {m.snapshot}: {entry.ns}: {exc}"
+    if (h.count, h.hexdigest()) != (entry.count, entry.hash):
+        return (f"snapshot {m.snapshot}: {entry.ns}: recomputed {h.count} documents "
+                f"/{h.hexdigest()[:12]} != manifest {entry.count}/{entry.hash[:12]}")
+    return None
