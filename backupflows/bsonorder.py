@@ -282,9 +282,13 @@ def raw_id(raw_doc: bytes) -> bytes:
     return struct.pack("<i", len(body) + 5) + body + b"\x00"
 
 
+_CODEC = bson.CodecOptions(uuid_representation=bson.binary.UuidRepresentation.STANDARD)
+
+
 def value_key(value: Any) -> bytes:
-    """Key of a Python value (as pymongo's bson module encodes it)."""
-    raw = bson.encode({"": value})
+    """Key of a Python value (as pymongo's bson module encodes it; a
+    ``uuid.UUID`` is the standard subtype-4 binary)."""
+    raw = bson.encode({"": value}, codec_options=_CODEC)
     return encode_element(raw[4], raw, 6)[0]
 
 

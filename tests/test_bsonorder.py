@@ -183,3 +183,8 @@ def test_random_mixed_ids_sort_like_a_reference_comparator() -> None:
         return (rank, v if rank != 2 else v.binary) if rank else (0, v)
 
     assert sorted(ids, key=value_key) == sorted(ids, key=reference)
+
+
+def test_uuid_values_are_standard_binary() -> None:
+    u = uuid.uuid4()
+    assert value_key(u) == value_key(Binary.from_uuid(u))

@@ -23,7 +23,6 @@ from backupflows.errors import BackupflowsError
 from backupflows.sandbox.sampledata import WriteLoad, fingerprint, generate
 from backupflows.sandbox.sampledocs import KINDS, MAX_SIZE, MIN_SIZE
 from backupflows.sandbox.writeload import DDL_STEPS, WRITE_KINDS
-from tests.plugins.sandbox import real_uri
 
 MB = 1024 * 1024
 RAW = CodecOptions(document_class=RawBSONDocument)
@@ -235,10 +234,6 @@ def test_write_load_counts_transient_errors_and_goes_on(sandbox, dbs):
     assert stats.writes > 0.5 * 200 * 0.9, stats
 
 
-@pytest.mark.xfail(condition=real_uri() is None, strict=True,
-                   reason="sandbox bug: a filter holding a UUID (Binary subtype 4) fails with "
-                          "InternalError (plan.id_bounds -> bsonorder.value_key encodes "
-                          "uuid.UUID without a uuid representation)")
 def test_write_load_on_uuid_ids(mongo_client, dbs):
     generate(mongo_client, databases=[dbs[0]], collections=["sessions"], target_bytes=50_000)
     with WriteLoad(mongo_client, [f"{dbs[0]}.sessions"], rate_per_s=100, seed=1,
