@@ -92,10 +92,12 @@ def next_gen(session: Session) -> int:
 
 
 def kept_condition(now: datetime) -> object:
-    """SQL condition on ``Snapshot``: the snapshot keeps its blocks."""
+    """SQL condition on ``Snapshot``: the snapshot keeps its blocks (never
+    NULL, so that its negation is exact)."""
     return or_(Snapshot.state == "done",
-               and_(Snapshot.state == "pending", Snapshot.lease_until > now),
-               Snapshot.pinned_until > now)
+               and_(Snapshot.state == "pending", Snapshot.lease_until.is_not(None),
+                    Snapshot.lease_until > now),
+               and_(Snapshot.pinned_until.is_not(None), Snapshot.pinned_until > now))
 
 
 # -- snapshot side ---------------------------------------------------------

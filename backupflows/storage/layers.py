@@ -97,12 +97,17 @@ def newest_wins(streams: list[Iterator[Change]]) -> Iterator[Change]:
     if len(streams) == 1:
         yield from streams[0]
         return
-    tagged = [((k, -i, d) for k, d in s) for i, s in enumerate(streams)]
+    tagged = [_tag(s, -i) for i, s in enumerate(streams)]
     last: bytes | None = None
     for k, _, d in heapq.merge(*tagged, key=lambda t: (t[0], t[1])):
         if k != last:
             last = k
             yield k, d
+
+
+def _tag(stream: Iterator[Change], rank: int) -> Iterator[tuple[bytes, int, bytes | None]]:
+    for k, d in stream:
+        yield k, rank, d
 
 
 def _deltas(layers: list[Layer], fetch: Fetch, extra: Iterable[Change] | None) -> Iterator[Change]:
