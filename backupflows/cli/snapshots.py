@@ -1,0 +1,159 @@
+"""``backupflows snapshots list|take|delete`` and ``backupflows groom plan|run``.
+
+``--json`` keys (stable): snapshots list -> a list of
+``{"id", "job", "optime": {"t", "i"}, "wall_time", "kind", "store",
+"bytes_stored", "bytes_logical", "docs", "expires_at", "on_demand"}``;
+groom plan -> ``{"dead_blocks", "dead_bytes", "live_bytes", "total_bytes",
+"total_blocks", "live_ratio", "manifests", "blocks"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from backupflows.catalog.optime import to_json
+from backupflows.catalog.snapshot_models import Snapshot
+from backupflows.errors import NotFound
+from backupflows.storage import groom as groom_mod
+from backupflows.storage import integrity, operations, service
+
+
+def _storage() -> service.Storage:
+    return service.Storage.open()
+
+
+def _row(r: Snapshot) -> dict[str, Any]:
+    return {"id": r.id, "job": r.job_id, "optime": to_json(r.optime_ts),
+            "wall_time": r.wall_time.isoformat() if r.wall_time else None,
+            "kind": r.kind, "store": r.store, "bytes_stored": r.bytes_stored,
+            "bytes_logical": r.bytes_logical, "docs": r.docs,
+            "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+            "on_demand": r.on_demand}
+
+
+@click.group()
+def snapshots() -> None:
+    """Snapshots of a deployment's backup: list, take, delete."""
+
+
+@snapshots.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(name: str, as_json: bool) -> None:
+    """Restorable snapshots of deployment NAME, oldest first."""
+    storage = _storage()
+    with storage.reading() as s:
+        job = service.job_for(s, name)
+        rows = [_row(r) for r in service.list_snapshots(s, job.id)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'ID':>6}  {'OPTIME':<22} {'WALL TIME (UTC)':<20} {'KIND':<12} "
+               f"{'STORED':>10} {'LOGICAL':>10}  EXPIRES")
+    for r in rows:
+        o = r["optime"]
+        optime = f"{o['t']}:{o['i']}" if o else "-"
+        click.echo(f"{r['id']:>6}  {optime:<22} {(r['wall_time'] or '-')[:19]:<20} "
+                   f"{r['kind']:<12} {_mb(r['bytes_stored']):>10} {_mb(r['bytes_logical']):>10}"
+                   f"  {(r['expires_at'] or '-')[:16]}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@snapshots.command("take")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Wait until the snapshot is done.")
+@click.option("--local", is_flag=True,
+              help="Take it in this process (the head must be on this machine).")
+def take_cmd(name: str, wait: bool, local: bool) -> None:
+    """Take an on-demand snapshot of deployment NAME."""
+    storage = _storage()
+    with storage.reading() as s:
+        job = service.job_for(s, name)
+        job_id, daemon_id = job.id, job.daemon_id
+    if local:
+        sid = operations.take_for_job(storage, job_id, on_demand=True)
+        click.echo(f"snapshot {sid} of {name} done")
+        return
+    from backupflows.tasks.snapshots import send_take
+
+    result = send_take(job_id, daemon_id, on_demand=True)
+    if not wait:
+        click.echo(f"snapshot of {name} queued (task {result.id})")
+        return
+    while not result.ready():
+        info = result.info if isinstance(result.info, dict) else {}
+        if info.get("blocks_new") is not None:
+            click.echo(f"\r{info['blocks_new']} blocks, {_mb(info['bytes_stored'])} stored",
+                       err=True, nl=False)
+        time.sleep(0.5)
+    out = result.get(propagate=True)
+    click.echo(f"\nsnapshot {out['snapshot']} of {name}: {out['status']}", err=True)
+
+
+@snapshots.command("delete")
+@click.argument("snapshot_id", type=int)
+def delete_cmd(snapshot_id: int) -> None:
+    """Expire snapshot ID now (a groom reclaims its space)."""
+    with _storage().sessions() as s:
+        service.delete_snapshot(s, snapshot_id)
+    click.echo(f"snapshot {snapshot_id} expired")
+
+
+@click.group()
+def groom() -> None:
+    """Reclaim blockstore space no kept snapshot needs: plan, run."""
+
+
+@groom.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan_cmd(as_json: bool) -> None:
+    """What a groom would delete now, and the live/total bytes."""
+    p = groom_mod.plan(_storage())
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=2))
+        return
+    click.echo(f"dead blocks: {len(p.dead)} ({_mb(p.dead_bytes)}); live {_mb(p.live_bytes)} "
+               f"of {_mb(p.total_bytes)} ({p.live_ratio:.0%}); manifests to delete: "
+               f"{len(p.manifests)}; trigger {'met' if p.due() else 'not met'}")
+
+
+@groom.command("run")
+def run_cmd() -> None:
+    """Run a groom now."""
+    storage = _storage()
+    operations.remove_expired_fs(storage)
+    r = groom_mod.run(storage, on_demand=True)
+    click.echo(f"groom {r.groom_id}: deleted {r.blocks_deleted} blocks ({_mb(r.bytes_freed)}), "
+               f"{r.manifests_deleted} manifests, {r.orphans_deleted} orphan objects")
+
+
+def storage_check_cmd(name: str | None, as_json: bool) -> None:
+    """``check --storage [NAME]`` (wired into the ``check`` command)."""
+    try:
+        result = integrity.run_storage_check(name)
+    except NotFound:
+        raise
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(f"checked {result.snapshots_checked} snapshots, {result.blocks_checked} "
+                   f"blocks: {'OK' if result.ok else 'PROBLEMS'}")
+        for p in result.problems:
+            click.echo(f"  {p}")
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@click.command("check-storage")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def check_storage(name: str | None, as_json: bool) -> None:
+    """Read every block of every snapshot and verify hashes and manifests."""
+    storage_check_cmd(name, as_json)
