@@ -111,7 +111,7 @@ class Begun:
 
 
 def begin(storage: Storage, job_id: int, *, head_generation: int = 0, on_demand: bool = False,
-          lease_seconds: float = LEASE_SECONDS) -> Begun:
+          lease_seconds: float | None = None) -> Begun:
     """Create the pending snapshot row (one at a time per job) with deps on
     its parent's chain, so the groom keeps them while it runs."""
     with storage.reading() as s:
@@ -128,7 +128,7 @@ def begin(storage: Storage, job_id: int, *, head_generation: int = 0, on_demand:
             job_id=job_id, store="blockstore", kind="full", state="pending",
             on_demand=on_demand, head_generation=head_generation,
             parent_id=parent.snapshot if parent else None,
-            lease_until=blockindex.lease(lease_seconds), created_at=utcnow(),
+            lease_until=blockindex.lease(lease_seconds or LEASE_SECONDS), created_at=utcnow(),
         ).returning(Snapshot.id)).scalar_one()
         deps = {sid} | (parent.deps() if parent else set())
         s.execute(insert(SnapshotDep), [{"snapshot_id": sid, "dep_id": d} for d in deps])
@@ -170,12 +170,12 @@ def _no_running_snapshot(s: Session, job_id: int) -> None:
                        "wait for it to finish")
 
 
-def renew(storage: Storage, snapshot_id: int, lease_seconds: float = LEASE_SECONDS) -> bool:
+def renew(storage: Storage, snapshot_id: int, lease_seconds: float | None = None) -> bool:
     """Extend a pending snapshot's lease; False if it is no longer pending."""
     with storage.sessions() as s:
         return s.execute(update(Snapshot).where(
             Snapshot.id == snapshot_id, Snapshot.state == "pending",
-        ).values(lease_until=blockindex.lease(lease_seconds))).rowcount == 1
+        ).values(lease_until=blockindex.lease(lease_seconds or LEASE_SECONDS))).rowcount == 1
 
 
 def finish(storage: Storage, m: mf.Manifest, stats: snap.TakeStats,
