@@ -11,7 +11,10 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from backupflows.jobs.config import job_config
 from backupflows.tasks.queues import AGENT, DAEMON, RESTORE, SHARED_QUEUES, STORAGE
+
+_jobs = job_config()
 
 # --- at-least-once delivery: every task is idempotent and claims its work ---
 task_acks_late = True
@@ -59,6 +62,18 @@ broker_transport_options: dict[str, Any] = {"visibility_timeout": 3600}
 # --- time and schedule ---
 timezone = "UTC"
 enable_utc = True
-beat_schedule: dict[str, dict[str, Any]] = {}  # later issues add the dispatchers
+beat_schedule: dict[str, dict[str, Any]] = {
+    # backup jobs (issue 4): intervals from BACKUPFLOWS_OPLOG_INTERVAL, _APPLY_INTERVAL,
+    # _RECONCILE_INTERVAL (backupflows.jobs.config)
+    "oplog-rounds": {"task": "backupflows.jobs.dispatch_oplog_rounds",
+                     "schedule": float(_jobs.oplog_interval),
+                     "options": {"expires": float(_jobs.oplog_interval)}},
+    "apply-rounds": {"task": "backupflows.jobs.dispatch_apply_rounds",
+                     "schedule": float(_jobs.apply_interval),
+                     "options": {"expires": float(_jobs.apply_interval)}},
+    "reconcile": {"task": "backupflows.jobs.reconcile",
+                  "schedule": float(_jobs.reconcile_interval),
+                  "options": {"expires": float(_jobs.reconcile_interval)}},
+}
 
 worker_hijack_root_logger = False

@@ -288,19 +288,20 @@ class Slice(Base):
 
 
 class OplogSegment(Base):
-    """Contiguous oplog entries ``(first_ts .. last_ts]`` of a job, one stored object."""
+    """Oplog entries after ``after_ts`` up to ``last_ts`` (inclusive), one stored
+    object; a job's segments chain: each ``after_ts`` is the previous ``last_ts``."""
 
     __tablename__ = "oplog_segments"
     __table_args__ = (
-        UniqueConstraint("job_id", "generation", "first_ts", name="uq_oplog_segments_start"),
+        UniqueConstraint("job_id", "generation", "after_ts", name="uq_oplog_segments_start"),
         Index("ix_oplog_segments_job_last", "job_id", "last_ts"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("backup_jobs.id", ondelete="CASCADE"))
     generation: Mapped[int] = mapped_column()
-    first_ts: Mapped[int] = mapped_column(BigInteger)  # packed optime of the first entry
-    last_ts: Mapped[int] = mapped_column(BigInteger)  # packed optime of the last entry
+    after_ts: Mapped[int] = mapped_column(BigInteger)  # packed position before (exclusive)
+    last_ts: Mapped[int] = mapped_column(BigInteger)  # packed position reached (inclusive)
     count: Mapped[int] = mapped_column()
     nbytes: Mapped[int] = mapped_column(BigInteger)
     object_name: Mapped[str] = mapped_column(Text)

@@ -25,6 +25,11 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("backupflows.cli.celery_cmds:worker", "Start a Celery worker."),
     "beat": ("backupflows.cli.celery_cmds:beat", "Start celery beat (the dispatchers)."),
     "oplog": ("backupflows.cli.oplog:oplog", "Oplog tools: offline replay."),
+    "deployments": ("backupflows.cli.deployments:deployments",
+                    "Deployments backed up: add, list."),
+    "jobs": ("backupflows.cli.jobs:jobs", "Backup jobs: start, stop, resync, terminate."),
+    "status": ("backupflows.cli.status:status", "State, optimes and lag of backup jobs."),
+    "check": ("backupflows.cli.status:check", "Compare a job's head with its source."),
 }
 
 

@@ -132,7 +132,7 @@ def _create_oplog_segments() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
-        sa.Column("first_ts", sa.BigInteger(), nullable=False),
+        sa.Column("after_ts", sa.BigInteger(), nullable=False),
         sa.Column("last_ts", sa.BigInteger(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("nbytes", sa.BigInteger(), nullable=False),
@@ -140,7 +140,7 @@ def _create_oplog_segments() -> None:
         sa.Column("created_at", _TZ, nullable=False),
         _job_fk("oplog_segments"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_oplog_segments")),
-        sa.UniqueConstraint("job_id", "generation", "first_ts",
+        sa.UniqueConstraint("job_id", "generation", "after_ts",
                             name="uq_oplog_segments_start"),
     )
     op.create_index("ix_oplog_segments_job_last", "oplog_segments", ["job_id", "last_ts"])

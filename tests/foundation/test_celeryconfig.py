@@ -18,7 +18,10 @@ def test_at_least_once_delivery() -> None:
     assert celeryconfig.worker_prefetch_multiplier == 1
     assert celeryconfig.task_serializer == "json" and celeryconfig.accept_content == ["json"]
     assert celeryconfig.broker_connection_retry_on_startup is True
-    assert celeryconfig.timezone == "UTC" and celeryconfig.beat_schedule == {}
+    assert celeryconfig.timezone == "UTC"
+    dispatchers = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+    assert {"backupflows.jobs.dispatch_oplog_rounds", "backupflows.jobs.dispatch_apply_rounds",
+            "backupflows.jobs.reconcile"} <= dispatchers
 
 
 def test_flower_sees_tasks() -> None:

@@ -40,12 +40,14 @@ def test_db_upgrade_creates_the_catalog(tmp_path: Path) -> None:
     env = _env(tmp_path / "data")
     result = run_cli("db", "upgrade", env=env)
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0001" in result.stdout
+    from backupflows.catalog.migrate import head
+
+    assert f"is at revision {head()}" in result.stdout
     engine = create_engine(f"sqlite:///{tmp_path}/data/catalog.db")
     assert {"deployments", "backup_jobs", "events"} <= set(inspect(engine).get_table_names())
     engine.dispose()
     current = run_cli("db", "current", env=env)
-    assert current.returncode == 0 and "revision 0001 (head 0001, up to date)" in current.stdout
+    assert current.returncode == 0 and f"revision {head()} (head {head()}, up to date)" in current.stdout
     down = run_cli("db", "downgrade", "base", env=env)
     assert down.returncode == 0 and "base (empty)" in down.stdout
 

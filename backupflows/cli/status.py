@@ -1,0 +1,114 @@
+"""``backupflows status [NAME] [--json]`` and ``backupflows check NAME --against-source``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from backupflows.cli.deployments import require_catalog
+from backupflows.errors import BackupflowsError
+
+
+def _ts(value: dict[str, int] | None) -> str:
+    return f"{value['t']}:{value['i']}" if value else "-"
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: a list of {deployment, job, state, generation, daemon_id, t0, "
+                   "head_ts, oplog_ts, lag_seconds, error, progress, updated_at}.")
+def status(name: str | None, as_json: bool) -> None:
+    """State of the backup job of NAME (or of every deployment)."""
+    from backupflows.jobs.status import status_rows
+
+    require_catalog()
+    rows = status_rows(name)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no deployments")
+        return
+    header = ("DEPLOYMENT", "JOB", "STATE", "GEN", "HEAD_TS", "OPLOG_TS", "LAG_S", "ERROR")
+    table = [header] + [_status_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _status_cells(r: dict[str, Any]) -> tuple[str, ...]:
+    lag = r["lag_seconds"]
+    return (r["deployment"], str(r["job"] or "-"), r["state"] or "no job",
+            str(r["generation"] or "-"), _ts(r["head_ts"]), _ts(r["oplog_ts"]),
+            "-" if lag is None else f"{lag:.1f}", (r["error"] or "")[:100])
+
+
+@click.command()
+@click.argument("name")
+@click.option("--against-source", is_flag=True, required=True,
+              help="Compare counts and content hashes of every collection, head vs source.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: {deployment, job, head_ts, source_ts, source_ahead, collections: "
+                   "[{ns, head_count, source_count, head_hash, source_hash, equal}], "
+                   "differences, ok}.")
+@click.option("--timeout", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Seconds to wait for the daemon holding the head.")
+def check(name: str, against_source: bool, as_json: bool, timeout: int) -> None:
+    """Compare the head of NAME with its source; exit 1 if they differ."""
+    require_catalog()
+    report = run_check(name, timeout)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_check(report)
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
+def run_check(name: str, timeout: int) -> dict[str, Any]:
+    """Here when this process is the job's daemon, else a task on its queue."""
+    from backupflows.catalog.db import session_scope
+    from backupflows.jobs import resources
+    from backupflows.jobs.check import check_against_source
+    from backupflows.jobs.service import require_job
+    from backupflows.settings import get_settings
+
+    with session_scope(readonly=True) as s:
+        job = require_job(s, name)
+        job_id, generation, daemon_id = job.id, job.generation, job.daemon_id or ""
+    local = daemon_id == get_settings().daemon_id
+    if local and resources.head_path(job_id, generation).exists():
+        return check_against_source(job_id)
+    return _remote_check(job_id, daemon_id, timeout)
+
+
+def _remote_check(job_id: int, daemon_id: str, timeout: int) -> dict[str, Any]:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from backupflows.tasks import backup
+    from backupflows.tasks.queues import daemon_queue
+
+    result = backup.check.apply_async((job_id,), queue=daemon_queue(daemon_id))
+    try:
+        return dict(result.get(timeout=timeout))
+    except CeleryTimeout:
+        raise BackupflowsError(f"no answer from daemon {daemon_id} within {timeout} s: is its "
+                               "worker running?") from None
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    ahead = " (the source has moved on since: differences may be writes not applied yet)"
+    click.echo(f"{report['deployment']}: head at {_ts(report['head_ts'])}, source at "
+               f"{_ts(report['source_ts'])}{ahead if report['source_ahead'] else ''}")
+    for row in report["collections"]:
+        mark = "ok" if row["equal"] else "DIFFERENT"
+        click.echo(f"  {row['ns']:<40} head {row['head_count']!s:>9}  source "
+                   f"{row['source_count']!s:>9}  {mark}")
+    if report["ok"]:
+        click.echo("no difference")
+    else:
+        click.echo(f"{report['differences']} collection(s) differ")

@@ -1,0 +1,242 @@
+"""Agent work of the initial sync: the start step and slicing one range.
+
+``start_sync`` records ``T0`` (the source's newest optime) BEFORE it lists
+namespaces or reads a document, snapshots the namespace list with options
+and indexes, and plans ``_id`` ranges; all of it lands in one catalog
+transaction whose UPDATE of ``t0_ts`` is the claim (a repeated start finds
+``t0_ts`` set and returns the ranges already planned).
+
+``slice_range`` reads one range from its resume point and writes each slice
+(about ``SLICE_BYTES`` of raw BSON, zstd) to the object store under a name
+fixed by (job, generation, range, seq), then records it together with the new
+resume point in one transaction, conditional on its lease: a redelivered
+task continues after the last recorded slice, and a rewrite of a slice whose
+record was lost replaces the same object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backupflows.catalog import optime
+from backupflows.catalog.db import claim, session_scope
+from backupflows.catalog.models import (
+    BackupJob,
+    JobState,
+    Slice,
+    SliceRange,
+    SyncNamespace,
+    utcnow,
+)
+from backupflows.jobs import resources
+from backupflows.jobs.config import job_config
+from backupflows.jobs.errors import LeaseLost
+from backupflows.jobs.lifecycle import add_event, lease_expiry, take_range_lease
+from backupflows.settings import get_settings
+from backupflows.source.namespaces import NamespaceFilter, NamespaceInfo, list_namespaces
+from backupflows.source.slicer import CollectionGone, IdRange, encode_slice, plan_ranges, read_range
+from backupflows.source.topology import check_replica_set, newest_optime
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class StartResult:
+    """``planned`` (this call planned), ``already`` (planned before) or
+    ``skipped`` (the job is not in this generation's initial sync)."""
+
+    status: str
+    range_ids: list[int] = field(default_factory=list)
+    daemon_id: str = ""
+
+
+@dataclass
+class _Plan:
+    t0: Any
+    set_name: str
+    namespaces: list[tuple[NamespaceInfo, list[IdRange]]]
+
+
+def start_sync(job_id: int, generation: int) -> StartResult:
+    """The first step of an initial sync (see the module docstring)."""
+    with session_scope(readonly=True) as s:
+        job = s.get(BackupJob, job_id)
+        if job is None or job.generation != generation or job.state != JobState.INITIAL_SYNC:
+            return StartResult("skipped")
+        if job.t0_ts is not None:
+            return StartResult("already", pending_ranges(s, job_id, generation),
+                               job.daemon_id or "")
+        uri = job.deployment.uri
+        filt = NamespaceFilter(job.deployment.include_ns, job.deployment.exclude_ns)
+    plan = _plan(uri, filt)
+    with session_scope() as s:
+        won = claim(s, BackupJob, job_id,
+                    expected={"state": JobState.INITIAL_SYNC.value, "generation": generation,
+                              "t0_ts": None},
+                    values={"t0_ts": optime.pack(plan.t0), "oplog_ts": optime.pack(plan.t0)})
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        if not won:
+            return StartResult("already" if job.t0_ts else "skipped",
+                               pending_ranges(s, job_id, generation), job.daemon_id or "")
+        range_ids = _record_plan(s, job, plan)
+        return StartResult("planned", range_ids, job.daemon_id or "")
+
+
+def _plan(uri: str, filt: NamespaceFilter) -> _Plan:
+    client = resources.source_client(uri)
+    info = check_replica_set(client)
+    t0 = newest_optime(client)  # before anything is listed or read
+    slice_bytes, max_ranges = get_settings().slice_bytes, job_config().max_ranges
+    out = []
+    for ns in list_namespaces(client, filt):
+        out.append((ns, plan_ranges(client, ns, slice_bytes, max_ranges)))
+    return _Plan(t0, info.set_name, out)
+
+
+def _record_plan(s: Session, job: BackupJob, plan: _Plan) -> list[int]:
+    now = utcnow()
+    ranges: list[SliceRange] = []
+    total_bytes = total_docs = 0
+    for info, id_ranges in plan.namespaces:
+        ns = SyncNamespace(job_id=job.id, generation=job.generation, db=info.db, coll=info.coll,
+                           uuid=info.uuid, type=info.type, options=info.options,
+                           indexes=b"".join(info.indexes), count=info.count, size=info.size)
+        s.add(ns)
+        s.flush()
+        total_bytes, total_docs = total_bytes + info.size, total_docs + info.count
+        for seq, r in enumerate(id_ranges):
+            ranges.append(SliceRange(job_id=job.id, generation=job.generation,
+                                     namespace_id=ns.id, seq=seq, lo=r.lo, hi=r.hi,
+                                     state="pending", enqueued_at=now))
+    s.add_all(ranges)
+    s.flush()
+    add_event(s, job, "sync.planned",
+              f"T0 {_fmt(plan.t0)} on replica set {plan.set_name}: {len(plan.namespaces)} "
+              f"namespaces, {len(ranges)} ranges, about {total_docs} documents "
+              f"({total_bytes / 1e6:.1f} MB)",
+              t0={"t": plan.t0.time, "i": plan.t0.inc}, namespaces=len(plan.namespaces),
+              ranges=len(ranges), docs=total_docs, bytes=total_bytes)
+    return [r.id for r in ranges]
+
+
+def pending_ranges(s: Session, job_id: int, generation: int) -> list[int]:
+    return list(s.scalars(select(SliceRange.id).where(
+        SliceRange.job_id == job_id, SliceRange.generation == generation,
+        SliceRange.state == "pending").order_by(SliceRange.id)))
+
+
+def _fmt(ts: Any) -> str:
+    return f"Timestamp({ts.time}, {ts.inc})"
+
+
+# -- slicing ---------------------------------------------------------------------------
+
+@dataclass
+class _RangeWork:
+    job_id: int
+    generation: int
+    range_id: int
+    uri: str
+    ns: str
+    lo: bytes | None
+    hi: bytes | None
+    resume_after: bytes | None
+    seq: int
+    docs: int
+    nbytes: int
+
+
+def slice_range(range_id: int, owner: str, progress: Progress | None = None) -> str:
+    """Slice one range to the end; returns ``done``, ``skipped`` or ``busy``."""
+    with session_scope(readonly=True) as s:
+        work = _load_range(s, range_id)
+    if work is None:
+        return "skipped"
+    with session_scope() as s:
+        if not take_range_lease(s, range_id, owner, job_config().lease_seconds):
+            return "busy"
+    try:
+        _read_and_store(work, owner, progress)
+    except CollectionGone as exc:
+        with session_scope() as s:
+            add_event(s, work.job_id, "sync.collection_gone",
+                      f"{work.ns}: {exc}; the oplog carries the change and validation "
+                      "compares the rest", ns=work.ns)
+    except BaseException:
+        release_range_lease(range_id, owner)  # a retry may claim it at once
+        raise
+    with session_scope() as s:
+        if not _finish(s, range_id, owner):
+            raise LeaseLost(f"range {range_id} of {work.ns}: lease lost before it was finished")
+    return "done"
+
+
+def _load_range(s: Session, range_id: int) -> _RangeWork | None:
+    r = s.get(SliceRange, range_id)
+    if r is None or r.state == "done":
+        return None
+    job = s.get(BackupJob, r.job_id)
+    ns = s.get(SyncNamespace, r.namespace_id)
+    if (job is None or ns is None or job.generation != r.generation
+            or job.state != JobState.INITIAL_SYNC):
+        return None
+    return _RangeWork(job.id, r.generation, r.id, job.deployment.uri, ns.ns, r.lo, r.hi,
+                      r.resume_after, r.slices, r.docs, r.nbytes)
+
+
+def _read_and_store(work: _RangeWork, owner: str, progress: Progress | None) -> None:
+    client = resources.source_client(work.uri)
+    store = resources.object_store()
+    seconds = job_config().lease_seconds
+    for sl in read_range(client, work.ns, work.lo, work.hi, work.resume_after,
+                         get_settings().slice_bytes):
+        name = resources.slice_name(work.job_id, work.generation, work.range_id, work.seq)
+        with session_scope() as s:
+            if not take_range_lease(s, work.range_id, owner, seconds):
+                raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost")
+        store.put(name, encode_slice(sl, work.ns, job=work.job_id, generation=work.generation,
+                                     range=work.range_id, seq=work.seq))
+        with session_scope() as s:
+            if not _record_slice(s, work, owner, name, sl, seconds):
+                raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost")
+        work.seq, work.docs, work.nbytes = work.seq + 1, work.docs + sl.count, work.nbytes + sl.nbytes
+        if progress is not None:
+            progress({"job": work.job_id, "generation": work.generation, "ns": work.ns,
+                      "range": work.range_id, "slices_done": work.seq, "docs": work.docs,
+                      "bytes": work.nbytes})
+
+
+def _record_slice(s: Session, work: _RangeWork, owner: str, name: str, sl: Any,
+                  seconds: int) -> bool:
+    table = SliceRange.__table__
+    hit = s.execute(update(table).where(
+        table.c.id == work.range_id, table.c.lease_owner == owner,
+        table.c.slices == work.seq, table.c.state == "pending",
+    ).values(slices=work.seq + 1, docs=table.c.docs + sl.count,
+             nbytes=table.c.nbytes + sl.nbytes, resume_after=sl.last_id_raw,
+             lease_expires=lease_expiry(seconds), updated_at=utcnow())).rowcount == 1
+    if hit:
+        s.add(Slice(range_id=work.range_id, seq=work.seq, object_name=name, docs=sl.count,
+                    nbytes=sl.nbytes, first_key=sl.first_key, last_key=sl.last_key))
+    return hit
+
+
+def release_range_lease(range_id: int, owner: str) -> None:
+    table = SliceRange.__table__
+    with session_scope() as s:
+        s.execute(update(table).where(table.c.id == range_id, table.c.lease_owner == owner)
+                  .values(lease_owner=None, lease_expires=None))
+
+
+def _finish(s: Session, range_id: int, owner: str) -> bool:
+    table = SliceRange.__table__
+    return s.execute(update(table).where(
+        table.c.id == range_id, table.c.lease_owner == owner, table.c.state == "pending",
+    ).values(state="done", lease_owner=None, lease_expires=None,
+             updated_at=utcnow())).rowcount == 1

@@ -1,0 +1,110 @@
+"""The canvas of a backup job, and sending dispatched work.
+
+The initial sync::
+
+    start_sync                                    (agent)
+      -> replaced by
+    chord(group(slice_range per range), build)    (agent ... daemon.<id>)
+      | apply_round | validate                    (daemon.<id>)
+
+The ranges are known only once ``start_sync`` has run, so it builds the
+chord and replaces itself with it. The catalog, not the canvas, is the
+truth: every step checks the job's state and no-ops when it is not its turn,
+and the ``reconcile`` dispatcher re-queues whatever a lost message, chord or
+broker restart left undone. Daemon steps go to ``daemon_queue(job.daemon_id)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from celery import chain, chord, group
+
+from backupflows.catalog.db import session_scope
+from backupflows.catalog.models import BackupJob
+from backupflows.jobs.dispatch import Work
+from backupflows.settings import get_settings
+from backupflows.tasks import backup
+from backupflows.tasks.queues import AGENT, STORAGE, daemon_queue
+
+
+def _dq(daemon_id: str) -> str:
+    return daemon_queue(daemon_id or get_settings().daemon_id)
+
+
+def head_steps(job_id: int, generation: int, daemon_id: str, token: str | None = None) -> Any:
+    """build | apply_round | validate, on the job's daemon queue."""
+    q = _dq(daemon_id)
+    return chain(
+        backup.build.si(job_id, generation, token).set(queue=q),
+        backup.apply_round.si(job_id, None, daemon_id).set(queue=q),
+        backup.validate_head.si(job_id, generation, None, daemon_id).set(queue=q),
+    )
+
+
+def slicing_canvas(job_id: int, generation: int, range_ids: list[int], daemon_id: str) -> Any:
+    """The slicing chord followed by the head steps."""
+    if not range_ids:
+        return head_steps(job_id, generation, daemon_id)
+    q = _dq(daemon_id)
+    slices = group(backup.slice_range.si(rid, job_id, generation).set(queue=AGENT)
+                   for rid in range_ids)
+    body = backup.build.si(job_id, generation).set(queue=q)
+    return chain(
+        chord(slices, body),
+        backup.apply_round.si(job_id, None, daemon_id).set(queue=q),
+        backup.validate_head.si(job_id, generation, None, daemon_id).set(queue=q),
+    )
+
+
+def launch_initial_sync(job_id: int, generation: int) -> str:
+    """Queue the initial sync of ``job_id``; the workflow id is kept on the job."""
+    result = backup.start_sync.apply_async((job_id, generation), queue=AGENT)
+    with session_scope() as s:
+        job = s.get(BackupJob, job_id)
+        if job is not None and job.generation == generation:
+            job.workflow_id = result.id
+    return str(result.id)
+
+
+def after_resync(job_id: int, generation: int, daemon_id: str) -> None:
+    """A new generation started: drop the old head and slices, sync again."""
+    backup.remove_old_heads.apply_async((job_id,), queue=_dq(daemon_id))
+    backup.purge_job.apply_async((job_id,), queue=STORAGE)
+    launch_initial_sync(job_id, generation)
+
+
+def after_terminate(job_id: int, daemon_id: str) -> None:
+    backup.remove_old_heads.apply_async((job_id,), queue=_dq(daemon_id))
+    backup.purge_job.apply_async((job_id,), queue=STORAGE)
+
+
+def send(work: Work) -> None:
+    """Queue one dispatched ``Work`` item."""
+    if work.kind == "oplog_round":
+        backup.oplog_round.apply_async((work.job_id, work.token), queue=AGENT)
+    elif work.kind == "apply_round":
+        backup.apply_round.apply_async((work.job_id, work.token, work.daemon_id),
+                                       queue=_dq(work.daemon_id))
+    elif work.kind == "start":
+        backup.start_sync.apply_async((work.job_id, work.generation), queue=AGENT)
+    elif work.kind == "slice":
+        backup.slice_range.apply_async((work.range_id, work.job_id, work.generation),
+                                       queue=AGENT)
+    elif work.kind == "build":
+        head_steps(work.job_id, work.generation, work.daemon_id, work.token).apply_async()
+    elif work.kind == "validate":
+        backup.validate_head.apply_async(
+            (work.job_id, work.generation, work.token, work.daemon_id),
+            queue=_dq(work.daemon_id))
+    else:
+        raise ValueError(f"unknown work kind {work.kind!r}")
+
+
+def send_all(items: Iterable[Work]) -> int:
+    n = 0
+    for work in items:
+        send(work)
+        n += 1
+    return n
