@@ -48,6 +48,13 @@ META: CodecOptions = CodecOptions(datetime_conversion=DatetimeConversion.DATETIM
 #: decoding a ``{_id: v}`` bound so that re-encoding gives the same bytes
 LOSSLESS: CodecOptions = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
 
+class SourceUnavailable(SourceError):
+    """A transient failure: the source is unreachable, a connection dropped,
+    an election or shutdown is in progress, retries ran out. Worth trying
+    again later, unlike a plain ``SourceError`` (bad URI, failed login, not
+    a replica set, a filter matching nothing, a command the server refuses)."""
+
+
 _AUTH_CODES = {11, 13, 18}   # UserNotFound, Unauthorized, AuthenticationFailed
 #: server error codes worth a retry (network, elections, shutdown, interrupted cursors)
 TRANSIENT_CODES = {6, 7, 43, 63, 89, 91, 134, 150, 189, 262, 9001, 10107, 11600, 11602,
@@ -87,7 +94,7 @@ class RetryBudget:
             raise source_error(exc, what) from None
         delay = next(self._delays, None)
         if delay is None:
-            raise SourceError(f"{what}: gave up after {self.backoff.attempts} attempts: "
+            raise SourceUnavailable(f"{what}: gave up after {self.backoff.attempts} attempts: "
                               f"{_message(exc)}") from None
         time.sleep(delay)
 
@@ -161,14 +168,17 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def source_error(exc: PyMongoError, what: str) -> SourceError:
-    """One clear line for a pymongo error (never a password)."""
+    """One clear line for a pymongo error (never a password); transient
+    errors (``is_transient``, and an unreachable source) are ``SourceUnavailable``."""
     if isinstance(exc, ServerSelectionTimeoutError):
-        return SourceError(f"cannot reach {what}: {_unreachable_reason(exc)}")
+        return SourceUnavailable(f"cannot reach {what}: {_unreachable_reason(exc)}")
     if isinstance(exc, OperationFailure) and exc.code in _AUTH_CODES:
         return SourceError(f"{what}: authentication failed (check the user name, password and "
                            f"authSource): {_message(exc)}")
     if isinstance(exc, ConfigurationError):
         return SourceError(f"{what}: bad configuration: {_message(exc)}")
+    if is_transient(exc):
+        return SourceUnavailable(f"{what}: {_message(exc)}")
     return SourceError(f"{what}: {_message(exc)}")
 
 

@@ -85,11 +85,14 @@ def collection_summary(client: MongoClient, ns: str) -> CollectionSummary:
     return CollectionSummary(ns, h.count, h)
 
 
-def diff_ids(head: Iterable[DocRef], source: Iterable[DocRef]) -> Iterator[Difference]:
-    """Differences between two streams sorted by key (strictly ascending):
-    ids only in one of them, and ``changed`` where both sides know a
-    digest and the digests differ."""
-    h_it, s_it = iter(head), iter(source)
+RefLike = DocRef | tuple[bytes, bytes]
+
+
+def diff_ids(head: Iterable[RefLike], source: Iterable[RefLike]) -> Iterator[Difference]:
+    """Differences between two streams sorted by key (strictly ascending) of
+    ``DocRef`` or ``(key, raw_id)`` pairs: ids only in one of them, and
+    ``changed`` where both sides know a digest and the digests differ."""
+    h_it, s_it = map(_as_ref, head), map(_as_ref, source)
     h, s = next(h_it, None), next(s_it, None)
     last_h = last_s = None
     while h is not None or s is not None:
@@ -105,6 +108,10 @@ def diff_ids(head: Iterable[DocRef], source: Iterable[DocRef]) -> Iterator[Diffe
                 yield Difference(CHANGED, s.key, s.raw_id)
             last_h, h = _advance(h_it, h, last_h, "head")
             last_s, s = _advance(s_it, s, last_s, "source")
+
+
+def _as_ref(item: RefLike) -> DocRef:
+    return item if isinstance(item, DocRef) else DocRef(item[0], item[1])
 
 
 def _advance(it: Iterator[DocRef], current: DocRef, previous: bytes | None,

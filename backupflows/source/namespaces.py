@@ -37,7 +37,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from backupflows.errors import ConfigError
+from backupflows.errors import ConfigError, SourceError
 from backupflows.source.client import RAW, describe, source_call, source_error
 
 _EMPTY_DOC = b"\x05\x00\x00\x00\x00"
@@ -48,9 +48,9 @@ _INTERNAL_ADMIN = ("admin.system.version", "admin.system.keys")
 BUCKETS_PREFIX = "system.buckets."
 
 
-class NamespaceFilterError(ConfigError):
+class NamespaceFilterError(ConfigError, SourceError):
     """A filter entry is malformed, names an internal namespace, or the
-    filter matches nothing on the source."""
+    filter matches nothing on the source (a permanent error)."""
 
 
 def is_internal(ns: str) -> bool:

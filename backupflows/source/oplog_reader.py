@@ -74,6 +74,7 @@ class Round:
     gap_reason: str = ""
     oldest_ts: Timestamp | None = None
     stop: str = ""   # time | bytes | entries | caught_up | gap | position_lost
+    caught_up: bool = False   # the round read everything the source had when it ended
 
     @property
     def count(self) -> int:
@@ -176,6 +177,7 @@ def _tail(client: MongoClient, reader: _Reader, deadline: float, wait_ms: int,
             except StopIteration:
                 batch = b""
             budget.progressed()
+            r.caught_up = not batch
             if batch and reader.consume(batch):
                 return
             if not batch and reader.check_first:

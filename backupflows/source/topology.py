@@ -56,6 +56,61 @@ def check_replica_set(client: MongoClient) -> ReplicaSetInfo:
     )
 
 
+def fetch_start_optime(client: MongoClient) -> Timestamp:
+    """Where oplog FETCHING of an initial sync starts (the ``T0`` of the
+    first oplog round): the newest oplog entry, or earlier when a
+    transaction that already wrote oplog entries is still open, so that the
+    whole ``partialTxn``/``prepare`` chain of every transaction committed
+    after ``T0`` is in the oplog store (as the server's initial sync picks
+    its ``beginFetchingTimestamp``).
+
+    1. ``newest``: the newest oplog entry;
+    2. the oldest ``startOpTime`` of ``config.transactions`` entries in
+       state ``inProgress`` or ``prepared`` (a missing collection is fine);
+    3. a transaction may have committed between 1 and 2 (it is no longer in
+       progress, yet its chain starts before ``newest``): commit entries
+       written since ``newest`` whose ``prevOpTime`` is older are followed
+       back to the start of their chain.
+    The data copy (slicing) starts after this call.
+    """
+    where = describe(client)
+    with source_call(f"finding where to start reading the oplog of {where}"):
+        newest = edge_optime_raw(client, -1)
+        start = min(newest, _oldest_open_transaction(client) or newest)
+        for chained in _chains_committed_since(client, newest):
+            start = min(start, chained)
+    return start
+
+
+def _oldest_open_transaction(client: MongoClient) -> Timestamp | None:
+    table = client.get_database("config", codec_options=META)["transactions"]
+    doc = table.find_one({"state": {"$in": ["inProgress", "prepared"]},
+                          "startOpTime.ts": {"$exists": True}},
+                         {"startOpTime": 1}, sort=[("startOpTime.ts", 1)])
+    ts = (doc or {}).get("startOpTime", {}).get("ts")
+    return ts if isinstance(ts, Timestamp) else None
+
+
+def _chains_committed_since(client: MongoClient, newest: Timestamp) -> list[Timestamp]:
+    """Starts of the transaction chains whose commit came after ``newest``
+    but whose earlier entries are at or before it."""
+    oplog = client.get_database(OPLOG_DB, codec_options=META)[OPLOG_COLL]
+    commits = oplog.find({"ts": {"$gt": newest}, "op": "c",
+                          "prevOpTime.ts": {"$gt": Timestamp(0, 0), "$lte": newest}},
+                         {"prevOpTime": 1})
+    starts = []
+    for commit in commits:
+        ts = commit["prevOpTime"]["ts"]
+        while True:   # walk back: the chain's first entry has prevOpTime ts 0
+            entry = oplog.find_one({"ts": ts}, {"prevOpTime": 1})
+            prev = ((entry or {}).get("prevOpTime") or {}).get("ts")
+            if entry is None or not isinstance(prev, Timestamp) or prev == Timestamp(0, 0):
+                break
+            ts = prev
+        starts.append(ts)
+    return starts
+
+
 def newest_optime(client: MongoClient) -> Timestamp:
     """``ts`` of the newest oplog entry (the initial sync's ``T0``)."""
     return _edge_optime(client, -1)

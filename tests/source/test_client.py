@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import socket
 
+import bson
 import pymongo
 import pytest
+from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
 
 from backupflows.errors import SourceError
-from backupflows.source.client import RAW, connect, display_uri
-from backupflows.source.topology import check_replica_set, newest_optime, oldest_optime
+from backupflows.source.client import RAW, SourceUnavailable, connect, display_uri
+from backupflows.source.topology import (
+    check_replica_set,
+    fetch_start_optime,
+    newest_optime,
+    oldest_optime,
+)
 from tests.source.standalone import StandaloneServer
 
 SECRET = "hunter2secret"
@@ -118,3 +125,56 @@ def test_newest_and_oldest_optime_follow_the_oplog(mongo_client, source, unique_
     first = mongo_client.local["oplog.rs"].find_one(sort=[("$natural", 1)])
     assert after == last["ts"] and after > before
     assert oldest_optime(source) == first["ts"] <= before
+
+
+def test_transient_and_permanent_failures_are_told_apart(sandbox, source) -> None:
+    with pytest.raises(SourceUnavailable):
+        connect(f"mongodb://127.0.0.1:{_closed_port()}/", timeout_s=0.3)
+    with pytest.raises(SourceError) as exc:
+        connect("mongodb://h:notaport/")
+    assert not isinstance(exc.value, SourceUnavailable)
+    sandbox.faults.configure("alwaysOn", {"failCommands": ["find"], "errorCode": 91})
+    try:
+        with pytest.raises(SourceUnavailable, match="ShutdownInProgress|shutting|91"):
+            newest_optime(source)
+    finally:
+        sandbox.clear_faults()
+    sandbox.fail_commands(["find"], error_code=2, times=1)          # BadValue: permanent
+    with pytest.raises(SourceError) as exc:
+        newest_optime(source)
+    assert not isinstance(exc.value, SourceUnavailable) and "(code 2)" in str(exc.value)
+
+
+@pytest.mark.sandbox_only
+def test_fetch_start_is_the_newest_entry_without_open_transactions(mongo_client, source,
+                                                                   unique_db) -> None:
+    mongo_client[unique_db].c.insert_one({"_id": 1})
+    assert fetch_start_optime(source) == newest_optime(source)   # no config.transactions
+    with mongo_client.start_session() as session, session.start_transaction():
+        mongo_client[unique_db].c.insert_one({"_id": 2}, session=session)
+    assert fetch_start_optime(source) == newest_optime(source)   # committed: nothing open
+
+
+@pytest.mark.sandbox_only
+def test_fetch_start_goes_back_to_the_oldest_open_transaction(mongo_client, source,
+                                                              unique_db) -> None:
+    """config.transactions as the server keeps it for a large (partialTxn) or
+    prepared transaction: its first oplog entry is where fetching must start."""
+    coll = mongo_client[unique_db].c
+    coll.insert_one({"_id": 1})
+    first = newest_optime(source)
+    coll.insert_one({"_id": 2})
+    second = newest_optime(source)
+    coll.insert_many([{"_id": i} for i in range(3, 10)])
+    table = mongo_client.config.transactions
+    lsid = {"id": bson.Binary(b"\x01" * 16, 4), "uid": b"\x00" * 32}
+    table.insert_many([
+        {"_id": dict(lsid, id=bson.Binary(b"\x02" * 16, 4)), "txnNum": 4, "state": "committed",
+         "startOpTime": {"ts": Timestamp(1, 1), "t": 1}},
+        {"_id": lsid, "txnNum": 7, "state": "inProgress",
+         "startOpTime": {"ts": second, "t": 1}, "lastWriteOpTime": {"ts": second, "t": 1}},
+        {"_id": dict(lsid, id=bson.Binary(b"\x03" * 16, 4)), "txnNum": 2, "state": "prepared",
+         "startOpTime": {"ts": first, "t": 1}},
+        {"_id": dict(lsid, id=bson.Binary(b"\x04" * 16, 4)), "txnNum": 1, "state": "inProgress"},
+    ])
+    assert fetch_start_optime(source) == first

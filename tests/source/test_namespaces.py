@@ -6,7 +6,7 @@ import bson
 import pymongo
 import pytest
 
-from backupflows.errors import ConfigError
+from backupflows.errors import ConfigError, SourceError
 from backupflows.source.namespaces import (
     NamespaceFilter,
     NamespaceFilterError,
@@ -35,7 +35,8 @@ def test_bad_filter_entries_are_refused_with_a_reason(entry: str, says: str) -> 
     for kwargs in ({"include": [entry]}, {"exclude": [entry]}):
         with pytest.raises(NamespaceFilterError, match=says) as exc:
             NamespaceFilter(**kwargs)
-        assert isinstance(exc.value, ConfigError) and repr(entry) in str(exc.value)
+        assert isinstance(exc.value, ConfigError) and isinstance(exc.value, SourceError)
+        assert repr(entry) in str(exc.value)
 
 
 def test_a_string_is_not_a_list_of_entries() -> None:

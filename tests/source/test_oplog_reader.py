@@ -56,7 +56,7 @@ def test_a_round_returns_the_writes_after_t0_raw_and_in_order(mongo_client, sour
     coll.update_one({"_id": 3}, {"$set": {"x": 1}})
     coll.delete_one({"_id": 4})
     r = read_round(source, t0, max_seconds=5, until_caught_up=True)
-    assert not r.gap and r.stop == "caught_up" and r.after_ts == t0
+    assert not r.gap and r.stop == "caught_up" and r.caught_up and r.after_ts == t0
     assert r.entries == _oplog_after(mongo_client, t0)     # t0's own entry not repeated
     assert r.count == 23                       # create, 20 inserts, update, delete
     assert r.nbytes == sum(map(len, r.entries))
@@ -74,7 +74,7 @@ def test_rounds_bounded_by_bytes_and_entries_chain_exactly(mongo_client, source,
         full = rounds[:-2]
         assert len(full) >= 10
         for r in full:
-            assert r.stop in ("bytes", "entries")
+            assert r.stop in ("bytes", "entries") and not r.caught_up
             if "max_bytes" in limits:
                 assert r.nbytes >= 5000 and r.nbytes - len(r.entries[-1]) < 5000
             else:
@@ -88,6 +88,7 @@ def test_an_idle_round_ends_on_time_without_entries(source) -> None:
     r = read_round(source, t0, max_seconds=0.6, await_ms=200)
     elapsed = time.monotonic() - start
     assert r.stop == "time" and r.count == 0 and r.last_ts == t0 and not r.gap
+    assert r.caught_up
     assert 0.5 <= elapsed < 3.0
 
 

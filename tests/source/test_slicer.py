@@ -14,7 +14,7 @@ from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Timestamp
 
 from backupflows.bsonorder import id_key, raw_id, value_key
 from backupflows.errors import IntegrityError, SourceError
-from backupflows.source.client import RAW, Backoff
+from backupflows.source.client import RAW, Backoff, SourceUnavailable
 from backupflows.source.namespaces import NamespaceFilter, list_namespaces
 from backupflows.source.slicer import (
     CollectionGone,
@@ -206,7 +206,7 @@ def test_persistent_failure_gives_up_with_a_clear_error(sandbox, source, unique_
     pymongo.MongoClient(sandbox.uri)[unique_db].f.insert_many([{"_id": i} for i in range(500)])
     sandbox.faults.configure("alwaysOn", {"failCommands": ["getMore", "find"],
                                           "errorCode": 91})
-    with pytest.raises(SourceError, match=r"reading .*\.f: gave up after 3 attempts"):
+    with pytest.raises(SourceUnavailable, match=r"reading .*\.f: gave up after 3 attempts"):
         list(read_range(source, f"{unique_db}.f", None, None, None, 1000,
                         backoff=Backoff(attempts=3, first_s=0.01)))
     sandbox.clear_faults()
@@ -216,8 +216,9 @@ def test_persistent_failure_gives_up_with_a_clear_error(sandbox, source, unique_
 def test_a_non_transient_error_is_not_retried(sandbox, source, unique_db):
     pymongo.MongoClient(sandbox.uri)[unique_db].f.insert_many([{"_id": i} for i in range(5)])
     sandbox.fail_commands(["find"], error_code=2, times=1)     # BadValue
-    with pytest.raises(SourceError, match=r"reading .*\.f: .*\(code 2\)"):
+    with pytest.raises(SourceError, match=r"reading .*\.f: .*\(code 2\)") as exc:
         list(read_range(source, f"{unique_db}.f", None, None, None, 1000, backoff=FAST))
+    assert not isinstance(exc.value, SourceUnavailable)
 
 
 @pytest.mark.sandbox_only
