@@ -38,6 +38,11 @@ from pymongo.errors import (
 
 from backupflows.errors import SourceError
 from backupflows.redact import redact_text, redact_uri
+from backupflows.source.errors import SourceUnavailable
+
+__all__ = ["DEFAULT_BACKOFF", "LOSSLESS", "META", "RAW", "Backoff", "RetryBudget",
+           "SourceUnavailable", "connect", "describe", "display_uri", "is_transient",
+           "source_call", "source_error"]
 
 APP_NAME = "backupflows"
 
@@ -47,13 +52,6 @@ RAW = CodecOptions(document_class=RawBSONDocument)
 META: CodecOptions = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 #: decoding a ``{_id: v}`` bound so that re-encoding gives the same bytes
 LOSSLESS: CodecOptions = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
-
-class SourceUnavailable(SourceError):
-    """A transient failure: the source is unreachable, a connection dropped,
-    an election or shutdown is in progress, retries ran out. Worth trying
-    again later, unlike a plain ``SourceError`` (bad URI, failed login, not
-    a replica set, a filter matching nothing, a command the server refuses)."""
-
 
 _AUTH_CODES = {11, 13, 18}   # UserNotFound, Unauthorized, AuthenticationFailed
 #: server error codes worth a retry (network, elections, shutdown, interrupted cursors)
