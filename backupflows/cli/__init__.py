@@ -30,6 +30,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "jobs": ("backupflows.cli.jobs:jobs", "Backup jobs: start, stop, resync, terminate."),
     "status": ("backupflows.cli.status:status", "State, optimes and lag of backup jobs."),
     "check": ("backupflows.cli.status:check", "Compare a job's head with its source."),
+    "restore": ("backupflows.cli.restore:restore",
+                "Restore a snapshot or a point in time: directory, archive, download, URI."),
+    "restores": ("backupflows.cli.restore:restores", "Restores: list, show."),
+    "serve": ("backupflows.cli.serve:serve", "HTTP service: POST/GET /restores, downloads."),
 }
 
 

@@ -21,6 +21,7 @@ sqlite_broker.register()  # sqlite:// broker URLs, in every process that loads t
 TASK_MODULES: list[str] = [
     "backupflows.tasks.system",
     "backupflows.tasks.backup",
+    "backupflows.tasks.restores",
 ]
 
 

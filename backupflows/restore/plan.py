@@ -1,0 +1,149 @@
+"""What a restore delivers: one ``Item`` per selected namespace, under its
+target name, with its metadata, its documents as a stream, and the count and
+content hash the stream must have.
+
+Items come from a snapshot manifest (documents read from the blockstore) or
+from a rolled-forward head (point in time). Both sides describe namespaces
+the way the head does: a time series is a view-like entry ``db.X`` plus its
+buckets collection ``db.system.buckets.X``; an item of a time series carries
+the buckets' documents, as mongodump writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions
+
+from backupflows.contenthash import ContentHash
+from backupflows.head import rawdoc
+from backupflows.head.catalog import COLLECTION, TIMESERIES, VIEW
+from backupflows.head.export import HeadReader
+from backupflows.mongodump import CollectionMeta
+from backupflows.mongodump.metadata import BUCKETS_PREFIX
+from backupflows.restore.select import Selection
+from backupflows.storage import snapshot as snap
+from backupflows.storage.blockstore import BlockStore
+from backupflows.storage.manifest import CollectionEntry, Manifest
+
+_DECODE = CodecOptions(document_class=dict, tz_aware=False)
+_TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
+
+Documents = Callable[[], Iterator[bytes]]
+
+
+@dataclass
+class Namespace:
+    """A namespace as the head (and a manifest) describes it."""
+
+    db: str
+    name: str
+    type: str
+    uuid: bytes | None
+    options: bytes
+    indexes: list[bytes]
+    count: int
+    hash: str
+    documents: Documents
+
+
+@dataclass
+class Item:
+    """One namespace to deliver: target metadata, documents, what they must hash to."""
+
+    source: str                 # source namespace (before renaming)
+    meta: CollectionMeta        # target db/name, type, options, indexes, uuid
+    documents: Documents        # raw documents in _id order (none for a view)
+    expected: ContentHash | None  # None for a view
+
+    @property
+    def ns(self) -> str:
+        return self.meta.namespace
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    return bson.decode(raw, _DECODE)
+
+
+def _none() -> Iterator[bytes]:
+    return iter(())
+
+
+def plan(namespaces: list[Namespace], selection: Selection) -> list[Item]:
+    """The items of ``namespaces`` that ``selection`` keeps, renamed, in (db, name) order."""
+    by_name = {(n.db, n.name): n for n in namespaces}
+    timeseries = {(n.db, n.name) for n in namespaces if n.type == TIMESERIES}
+    items: list[Item] = []
+    for n in namespaces:
+        if n.name.startswith(BUCKETS_PREFIX) and \
+                (n.db, n.name[len(BUCKETS_PREFIX):]) in timeseries:
+            continue  # delivered with its time series
+        if not selection.matches_ns(f"{n.db}.{n.name}"):
+            continue
+        db, name = selection.rename(n.db, n.name)
+        items.append(_item(n, db, name, by_name.get((n.db, BUCKETS_PREFIX + n.name))))
+    _check_unique(items)
+    return sorted(items, key=lambda i: (i.meta.db, i.meta.name))
+
+
+def _item(n: Namespace, db: str, name: str, buckets: Namespace | None) -> Item:
+    indexes = [_decode(s) for s in n.indexes]
+    source = f"{n.db}.{n.name}"
+    if n.type == VIEW:
+        return Item(source, CollectionMeta(db, name, VIEW, _decode(n.options), []), _none, None)
+    if n.type == TIMESERIES:
+        options = {} if buckets is None else _decode(rawdoc.build(
+            e for k, e in rawdoc.elements_of(buckets.options) if k in _TS_OPTIONS))
+        meta = CollectionMeta(db, name, TIMESERIES, options, indexes)
+        if buckets is None:
+            return Item(source, meta, _none, ContentHash())
+        return Item(source, meta, buckets.documents,
+                    ContentHash.from_hex(buckets.count, buckets.hash))
+    assert n.type == COLLECTION, n.type
+    meta = CollectionMeta(db, name, COLLECTION, _decode(n.options), indexes, n.uuid)
+    return Item(source, meta, n.documents, ContentHash.from_hex(n.count, n.hash))
+
+
+def _check_unique(items: list[Item]) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.ns in seen:
+            from backupflows.errors import RestoreError
+
+            raise RestoreError(f"renaming sends both {seen[item.ns]} and {item.source} to "
+                               f"{item.ns}")
+        seen[item.ns] = item.source
+
+
+# -- where namespaces come from ----------------------------------------------------------
+
+def from_manifest(store: BlockStore, m: Manifest, prefetch: int = 4) -> list[Namespace]:
+    """The namespaces of a snapshot; documents are read (and block hashes
+    checked) from ``store`` when an item's stream is consumed."""
+    return [_from_entry(store, c, prefetch) for c in m.collections]
+
+
+def _from_entry(store: BlockStore, c: CollectionEntry, prefetch: int) -> Namespace:
+    def documents() -> Iterator[bytes]:
+        return snap.read_entry(store, c, prefetch)
+
+    return Namespace(c.db, c.name, c.type, c.uuid, c.options, c.indexes, c.count, c.hash,
+                     documents if c.holds_documents else _none)
+
+
+def from_head(view: HeadReader) -> list[Namespace]:
+    """The namespaces of a head (a rolled-forward one); counts and hashes are
+    the head's incrementally kept ones."""
+    out = []
+    for c in view.collections():
+        h = view.content_hash(c) if c.holds_documents else ContentHash()
+
+        def documents(c: Any = c) -> Iterator[bytes]:
+            return view.export(c)
+
+        out.append(Namespace(c.db, c.name, c.type, c.uuid, c.options, view.indexes(c),
+                             h.count, h.hexdigest(), documents if c.holds_documents else _none))
+    return out
