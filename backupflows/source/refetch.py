@@ -15,9 +15,10 @@ from collections.abc import Iterable, Iterator
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from backupflows.bsonorder import find_field, id_key, skip_value
-from backupflows.source.client import RAW, source_call
+from backupflows.source.client import DEFAULT_BACKOFF, RAW, Backoff, RetryBudget
 from backupflows.source.rawdocs import spans
 from backupflows.source.slicer import ID_HINT, split_coll
 
@@ -50,28 +51,36 @@ def in_filter(raw_ids: list[bytes]) -> RawBSONDocument:
 
 
 def fetch_by_ids(client: MongoClient, ns: str, raw_ids: Iterable[bytes],
-                 batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[bytes, bytes | None]]:
+                 batch_size: int = DEFAULT_BATCH, *, backoff: Backoff = DEFAULT_BACKOFF,
+                 ) -> Iterator[tuple[bytes, bytes | None]]:
     """``(raw_id, raw_doc or None)`` for every requested id, in request order
-    within each batch (``None``: no such document at the source now)."""
+    (``None``: no such document at the source now). Transient failures are
+    retried per batch with ``backoff``."""
     batch: list[bytes] = []
     for raw in raw_ids:
         batch.append(bytes(raw))
         if len(batch) >= batch_size:
-            yield from _fetch_batch(client, ns, batch)
+            yield from _fetch_batch(client, ns, batch, backoff)
             batch = []
     if batch:
-        yield from _fetch_batch(client, ns, batch)
+        yield from _fetch_batch(client, ns, batch, backoff)
 
 
-def _fetch_batch(client: MongoClient, ns: str,
-                 raw_ids: list[bytes]) -> Iterator[tuple[bytes, bytes | None]]:
+def _fetch_batch(client: MongoClient, ns: str, raw_ids: list[bytes],
+                 backoff: Backoff = DEFAULT_BACKOFF) -> Iterator[tuple[bytes, bytes | None]]:
+    """One ``$in`` query; a transient failure re-runs it (it is idempotent)."""
     db, coll = split_coll(ns)
     collection = client.get_database(db, codec_options=RAW)[coll]
-    found: dict[bytes, bytes] = {}
-    with source_call(f"refetching {len(raw_ids)} documents of {ns}"):
-        for data in collection.find_raw_batches(in_filter(raw_ids)).hint(ID_HINT):
-            for start, end in spans(data, "refetch batch"):
-                doc = data[start:end]
-                found[id_key(doc)] = doc
+    budget = RetryBudget(backoff)
+    while True:
+        found: dict[bytes, bytes] = {}
+        try:
+            for data in collection.find_raw_batches(in_filter(raw_ids)).hint(ID_HINT):
+                for start, end in spans(data, "refetch batch"):
+                    doc = data[start:end]
+                    found[id_key(doc)] = doc
+            break
+        except PyMongoError as exc:
+            budget.wait_or_raise(exc, f"refetching {len(raw_ids)} documents of {ns}")
     for raw in raw_ids:
         yield raw, found.get(id_key(raw))

@@ -22,6 +22,7 @@ from backupflows.source.compare import (
     split_diff,
 )
 from backupflows.source.refetch import fetch_by_ids, in_filter
+from tests.source.conftest import FAST
 
 
 def _rid(value) -> bytes:
@@ -146,3 +147,19 @@ def test_diff_refuses_unsorted_streams() -> None:
     a = [DocRef(value_key(i), _rid(i)) for i in (1, 3, 2)]
     with pytest.raises(ValueError, match="head stream is not sorted"):
         list(diff_ids(a, []))
+
+
+@pytest.mark.sandbox_only
+def test_refetch_and_scans_survive_dropped_connections(sandbox, mongo_client, unique_db,
+                                                       source):
+    c = mongo_client[unique_db].big
+    c.insert_many([{"_id": i, "p": "w" * 400} for i in range(3000)])
+    expected = collection_summary(source, c.full_name)
+    sandbox.fail_commands(["find", "getMore"], times=2, close_connection=True)
+    assert collection_summary(source, c.full_name) == expected
+    assert sandbox.faults.times_entered == 2
+    sandbox.fail_commands(["find"], error_code=11602, times=3)      # more than pymongo's 1 retry
+    got = list(fetch_by_ids(source, c.full_name, [_rid(i) for i in range(0, 3000, 7)],
+                            backoff=FAST))
+    assert all(d is not None for _, d in got) and len(got) == 429
+    assert sandbox.faults.times_entered == 3
