@@ -42,7 +42,14 @@ from pymongo.errors import OperationFailure, PyMongoError
 from backupflows.bsonorder import find_field
 from backupflows.oplog.entry import is_internal
 from backupflows.oplog.segments import entry_ts, ts_int, ts_of
-from backupflows.source.client import DEFAULT_BACKOFF, RAW, Backoff, RetryBudget, describe
+from backupflows.source.client import (
+    DEFAULT_BACKOFF,
+    RAW,
+    Backoff,
+    RetryBudget,
+    describe,
+    source_call,
+)
 from backupflows.source.rawdocs import spans
 from backupflows.source.topology import OPLOG_COLL, OPLOG_DB, edge_optime_raw
 
@@ -139,26 +146,33 @@ def read_round(client: MongoClient, after_ts: Timestamp, *, max_seconds: float =
     reader = _Reader(Round(after_ts, after_ts), max_bytes, max_entries, ts_int(after_ts))
     deadline = time.monotonic() + max_seconds
     wait = max(1, min(await_ms, int(max_seconds * 1000)))
-    budget = RetryBudget(backoff)
+    what = f"tailing the oplog of {describe(client)}"
+    with source_call(what):
+        _rounds(client, reader, deadline, wait, until_caught_up, RetryBudget(backoff), what)
+    reader.round.last_ts = ts_of(reader.position)
+    return reader.round
+
+
+def _rounds(client: MongoClient, reader: _Reader, deadline: float, wait: int,
+            until_caught_up: bool, budget: RetryBudget, what: str) -> None:
+    """Open (and after a transient failure reopen) the cursor until a stop."""
     checked = False
     while not reader.round.stop:
         try:
             checked = checked or not _check_oldest(client, reader.round)
             if not checked:
-                break
+                return
             _tail(client, reader, deadline, wait, until_caught_up, budget)
         except OperationFailure as exc:
             if exc.code != CAPPED_POSITION_LOST:
-                budget.wait_or_raise(exc, f"tailing the oplog of {describe(client)}")
+                budget.wait_or_raise(exc, what)
             elif _position_lost(client, reader):
-                break
+                return
         except PyMongoError as exc:
-            budget.wait_or_raise(exc, f"tailing the oplog of {describe(client)}")
+            budget.wait_or_raise(exc, what)
         if not reader.round.stop and time.monotonic() >= deadline:
             reader.round.stop = "time"
         reader.check_first = True
-    reader.round.last_ts = ts_of(reader.position)
-    return reader.round
 
 
 def _tail(client: MongoClient, reader: _Reader, deadline: float, wait_ms: int,

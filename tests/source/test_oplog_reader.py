@@ -250,3 +250,24 @@ def test_corrupt_or_lying_segments_are_refused(mongo_client, source, unique_db):
     with pytest.raises(OplogError):
         encode_segment(r.entries, after_ts=r.last_ts)
     assert ts_of(ts_int(Timestamp(7, 9))) == Timestamp(7, 9)
+
+
+@pytest.mark.sandbox_only
+def test_oplog_overwritten_under_the_cursor_ends_the_round_then_reports_the_gap(
+        sandbox, mongo_client, source, unique_db):
+    mongo_client[unique_db].create_collection("c")
+    t0 = newest_optime(source)
+    mongo_client[unique_db].c.insert_many([{"_id": i} for i in range(500)])
+    newest = newest_optime(source)
+    before = _oplog_after(mongo_client, t0)
+    # the first getMore waits; meanwhile the oplog loses everything but its newest entry
+    sandbox.fail_commands(["getMore"], times=1, block_ms=600)
+    timer = threading.Timer(0.2, sandbox.truncate_oplog_before, (newest.time, newest.inc))
+    timer.start()
+    r = read_round(source, t0, max_seconds=5)
+    timer.join()
+    assert r.stop == "position_lost" and not r.gap
+    assert r.count == 100                     # the first batch (101) minus t0's own entry
+    assert r.entries == before[:100] and r.last_ts == ts_of(entry_ts(before[99]))
+    nxt = read_round(source, r.last_ts, max_seconds=2)
+    assert nxt.gap and nxt.count == 0 and nxt.oldest_ts == newest
