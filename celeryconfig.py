@@ -62,18 +62,21 @@ broker_transport_options: dict[str, Any] = {"visibility_timeout": 3600}
 # --- time and schedule ---
 timezone = "UTC"
 enable_utc = True
+
+
+def _dispatcher(task: str, interval: int) -> dict[str, Any]:
+    # a dispatcher message not run within a few intervals is dropped (the next one
+    # does the same work): no pile-up while workers are down or busy
+    return {"task": task, "schedule": float(interval),
+            "options": {"expires": float(max(30, 10 * interval))}}
+
+
 beat_schedule: dict[str, dict[str, Any]] = {
     # backup jobs (issue 4): intervals from BACKUPFLOWS_OPLOG_INTERVAL, _APPLY_INTERVAL,
     # _RECONCILE_INTERVAL (backupflows.jobs.config)
-    "oplog-rounds": {"task": "backupflows.jobs.dispatch_oplog_rounds",
-                     "schedule": float(_jobs.oplog_interval),
-                     "options": {"expires": float(_jobs.oplog_interval)}},
-    "apply-rounds": {"task": "backupflows.jobs.dispatch_apply_rounds",
-                     "schedule": float(_jobs.apply_interval),
-                     "options": {"expires": float(_jobs.apply_interval)}},
-    "reconcile": {"task": "backupflows.jobs.reconcile",
-                  "schedule": float(_jobs.reconcile_interval),
-                  "options": {"expires": float(_jobs.reconcile_interval)}},
+    "oplog-rounds": _dispatcher("backupflows.jobs.dispatch_oplog_rounds", _jobs.oplog_interval),
+    "apply-rounds": _dispatcher("backupflows.jobs.dispatch_apply_rounds", _jobs.apply_interval),
+    "reconcile": _dispatcher("backupflows.jobs.reconcile", _jobs.reconcile_interval),
 }
 
 worker_hijack_root_logger = False
