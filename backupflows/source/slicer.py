@@ -106,7 +106,9 @@ def _cut_points(client: MongoClient, ns: str, want: int, sample_size: int) -> li
     db, coll = split_coll(ns)
     pipeline = [{"$sample": {"size": sample_size}}, {"$project": {"_id": 1}}]
     with source_call(f"sampling {ns} for split points"):
-        rows = list(client.get_database(db, codec_options=RAW)[coll].aggregate(pipeline))
+        # allowDiskUse: a sample above 5% of a collection is a blocking random sort
+        rows = list(client.get_database(db, codec_options=RAW)[coll].aggregate(
+            pipeline, allowDiskUse=True))
     keyed = sorted({id_key(r.raw): raw_id(r.raw) for r in rows}.items())
     if len(keyed) < 2:
         return []
