@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
 import bson
 from bson.binary import Binary
@@ -13,9 +11,8 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
-FIXTURES = Path(os.environ.get(
-    "BACKUPFLOWS_FIXTURES", Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-)) / "mongo-tools"
+from tests.fixture_paths import MONGO_TOOLS as FIXTURES  # noqa: E402
+
 TESTDATA = FIXTURES / "mongorestore" / "testdata"
 
 

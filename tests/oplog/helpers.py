@@ -17,8 +17,8 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from backupflows.head.store import HeadStore
+from tests.fixture_paths import MONGO_TOOLS as FIXTURES  # noqa: E402
 
-FIXTURES = Path("/work/shared/fixtures/mongo-tools")
 TESTDATA = FIXTURES / "mongorestore" / "testdata"
 TXN_CASES = FIXTURES / "common" / "txn" / "testdata" / "oplog_entries.json"
 RAW = CodecOptions(document_class=RawBSONDocument)

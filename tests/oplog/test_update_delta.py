@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import struct
-from pathlib import Path
 
 import bson
 import pytest
@@ -24,9 +23,9 @@ from backupflows.oplog.update import (
     classify,
     validate_delta,
 )
+from tests.fixture_paths import MONGO_TOOLS  # noqa: E402
 
-TS_DUMP = Path("/work/shared/fixtures/mongo-tools/mongorestore/testdata/"
-               "timeseries_tests/ts_dump_with_oplog")
+TS_DUMP = MONGO_TOOLS / "mongorestore/testdata/timeseries_tests/ts_dump_with_oplog"
 
 
 def S(*pairs: tuple) -> SON:  # noqa: N802 - short ordered-document literal
