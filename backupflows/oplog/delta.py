@@ -2,7 +2,9 @@
 
 The authority is the server: ``src/mongo/db/update/document_diff_serialization.cpp``
 (what a well-formed diff is) and ``document_diff_applier.cpp`` (how it is
-applied), summarised in ``shared/reference/oplog.md``.  A diff is first parsed
+applied), summarised in ``shared/reference/oplog.md``.  ``apply_delta`` first
+tries the C-codec path of ``deltadict`` (exact where it vouches for its result,
+about twice as fast); otherwise, and for every error message, a diff is parsed
 (and fully validated) into small tables, then applied in one walk over the
 document's raw elements: untouched runs of elements are copied as bytes, and
 new values are the diff's own element bytes, so types (int32/int64/double...)
@@ -28,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from backupflows.bsonorder import skip_value
+from backupflows.oplog.deltadict import apply_delta_codec
 from backupflows.oplog.rawdoc import (
     ARRAY,
     BINARY,
@@ -47,7 +50,7 @@ from backupflows.oplog.rawdoc import (
 )
 from backupflows.oplog.rawdoc import value_end as value_end_of
 
-__all__ = ["apply_delta", "validate_delta", "InvalidUpdate"]
+__all__ = ["apply_delta", "apply_delta_raw", "validate_delta", "InvalidUpdate"]
 
 # Kinds of field modification in a parsed diff.
 _DELETE, _UPDATE, _INSERT, _BINARY, _SUBDOC, _SUBARR = range(6)
@@ -438,8 +441,19 @@ def apply_delta(raw_doc: bytes, diff: Any) -> bytes:
     field order, a RawBSONDocument or raw bytes; raw is fastest) to the raw
     BSON document ``raw_doc`` and return the new raw document.
 
+    Takes the C-codec path (``deltadict``) when it can vouch for an exact
+    result, else the raw walk (``apply_delta_raw``); both give the same bytes.
     Raises InvalidUpdate if the diff is malformed or ``raw_doc`` is not BSON.
     """
+    raw_diff = raw_of(diff)
+    new = apply_delta_codec(raw_doc, raw_diff)
+    if new is not None:
+        return new
+    return apply_delta_raw(raw_doc, raw_diff)
+
+
+def apply_delta_raw(raw_doc: bytes, diff: Any) -> bytes:
+    """``apply_delta`` by the walk over raw BSON only (the reference path)."""
     parsed = _parse(diff)
     check_document(raw_doc)
     try:

@@ -100,11 +100,17 @@ class Entry:
         return self.lsid + struct.pack(">q", self.txn_number)
 
 
-def _str(raw: bytes, t: int, vs: int) -> str | None:
-    if t != 0x02:
-        return None
-    n = _i32(raw, vs)[0]
-    return raw[vs + 4:vs + 3 + n].decode("utf-8")
+_STRINGS: dict[bytes, str] = {}
+
+
+def _text(b: bytes) -> str:
+    """``op``/``ns`` values, decoded once per distinct value (bounded)."""
+    s = _STRINGS.get(b)
+    if s is None:
+        if len(_STRINGS) >= 4096:
+            _STRINGS.clear()
+        s = _STRINGS[b] = b.decode("utf-8")
+    return s
 
 
 def _int(raw: bytes, t: int, vs: int) -> int | None:
@@ -117,53 +123,42 @@ def _int(raw: bytes, t: int, vs: int) -> int | None:
     return None
 
 
-def _set_field(e: Entry, code: int, t: int, raw: bytes, vs: int, ve: int) -> None:
-    if code == _OP:
-        e.op = _str(raw, t, vs)
-    elif code == _NS:
-        e.ns = _str(raw, t, vs)
-    elif code == _O:
-        if t == 0x03:
-            e.o_span = (vs, ve)
-    elif code == _O2:
-        if t == 0x03:
-            e.o2_span = (vs, ve)
-    elif code == _TS:
-        if t == 0x11:
-            e.ts = _u64(raw, vs)[0]
-    elif code == _UI:
-        if t == 0x05 and _i32(raw, vs)[0] == 16:
-            e.ui = raw[vs + 5:vs + 21]
-    elif code == _T:
+def _set_rare(e: Entry, name: bytes, t: int, raw: bytes, vs: int, ve: int) -> None:
+    """Fields most entries do not have, ``t`` of another type than int64, and
+    ``op``/``ns`` that are not strings (then absent). An ``o``/``o2`` that is
+    not a document, a ``ts`` that is not a Timestamp or a ``ui`` that is not
+    a 16-byte BinData is ignored."""
+    if name == b"t":
         e.t = _int(raw, t, vs) or 0
-    elif code == _LSID:
-        if t == 0x03:
-            e.lsid = raw[vs:ve]
-    elif code == _TXN:
+    elif name == b"txnNumber":
         e.txn_number = _int(raw, t, vs)
-    elif code == _FROM_MIGRATE:
+    elif name == b"fromMigrate":
         e.from_migrate = t == 0x08 and raw[vs] == 1
-    elif code == _UPSERT:
+    elif name == b"b":
         e.upsert = t == 0x08 and raw[vs] == 1
-    elif code == _MULTI_OP:
+    elif name == b"multiOpType":
         e.multi_op_type = _int(raw, t, vs)
-    else:
+    elif name == b"prevOpTime":
         e.has_prev = True
+    elif name == b"op":  # not a string: absent for _check
+        e.op = None
+    elif name == b"ns":
+        e.ns = None
 
 
-(_OP, _NS, _O, _O2, _TS, _UI, _T, _LSID, _TXN, _FROM_MIGRATE, _UPSERT, _MULTI_OP,
- _PREV) = range(1, 14)
-_CODES = {b"op": _OP, b"ns": _NS, b"o": _O, b"o2": _O2, b"ts": _TS, b"ui": _UI, b"t": _T,
-          b"lsid": _LSID, b"txnNumber": _TXN, b"fromMigrate": _FROM_MIGRATE, b"b": _UPSERT,
-          b"multiOpType": _MULTI_OP, b"prevOpTime": _PREV}
-_FIXED = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x06: 0, 0x10: 4, 0x11: 8, 0x12: 8,
-          0x13: 16, 0xFF: 0, 0x7F: 0}
+_RARE = frozenset((b"t", b"txnNumber", b"fromMigrate", b"b", b"multiOpType",
+                   b"prevOpTime", b"op", b"ns"))
+_SIZE = [-1] * 256
+for _t, _n in {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x06: 0, 0x10: 4, 0x11: 8,
+               0x12: 8, 0x13: 16, 0xFF: 0, 0x7F: 0}.items():
+    _SIZE[_t] = _n
 
 
 def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> Entry:
     """Parse one raw entry. Inner ops of applyOps take the position
     (``ts``/``t``) of ``outer``."""
-    raw = bytes(raw)
+    if type(raw) is not bytes:
+        raw = bytes(raw)
     e = Entry(raw)
     n = len(raw)
     try:
@@ -181,25 +176,73 @@ def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> En
 
 
 def _walk(e: Entry, raw: bytes, end: int) -> None:
-    """One pass over the top-level fields, sizing common types inline."""
-    pos, index, fixed, codes = 4, raw.index, _FIXED, _CODES
+    """One pass over the top-level fields; the common fields (string op/ns,
+    document o/o2, Timestamp ts, int64 t, 16-byte ui) are read inline, the
+    rest by ``_set_rare``. A field of an unexpected type reads as absent."""
+    pos, index, size_of = 4, raw.index, _SIZE
     while pos < end:
         t = raw[pos]
-        ne = index(b"\x00", pos + 1)
+        ne = index(0, pos + 1)
         vs = ne + 1
-        size = fixed.get(t)
-        if size is not None:
-            ve = vs + size
-        elif t == 0x02 or t == 0x03 or t == 0x04:
-            ve = vs + _i32(raw, vs)[0] + (4 if t == 0x02 else 0)
+        name = raw[pos + 1:ne]
+        if t == 0x03:
+            ve = vs + _i32(raw, vs)[0]
+            if ve > end or ve < vs + 5:
+                break
+            if name == b"o":
+                e.o_span = (vs, ve)
+            elif name == b"o2":
+                e.o2_span = (vs, ve)
+            elif name == b"lsid":
+                e.lsid = raw[vs:ve]
+            pos = ve
+            continue
+        k = size_of[t]
+        if k >= 0:
+            ve = vs + k
+            if t == 0x11:
+                if name == b"ts" and ve <= end:
+                    e.ts = _u64(raw, vs)[0]
+                    pos = ve
+                    continue
+            elif t == 0x12 and name == b"t" and ve <= end:
+                e.t = _i64(raw, vs)[0]
+                pos = ve
+                continue
+        elif t == 0x02:
+            ve = vs + 4 + _i32(raw, vs)[0]
+            if ve > end or ve <= vs + 4:
+                break
+            if name == b"op":
+                e.op = _text(raw[vs + 4:ve - 1])
+                pos = ve
+                continue
+            if name == b"ns":
+                e.ns = _text(raw[vs + 4:ve - 1])
+                pos = ve
+                continue
+        elif t == 0x05:
+            n = _i32(raw, vs)[0]
+            ve = vs + 5 + n
+            if name == b"ui" and n == 16 and ve <= end:
+                e.ui = raw[vs + 5:ve]
+                pos = ve
+                continue
         else:
             ve = skip_value(t, raw, vs)
-        if ve > end:
-            raise OplogError("corrupt BSON: a field runs past the end of the entry")
-        code = codes.get(raw[pos + 1:ne])
-        if code is not None:
-            _set_field(e, code, t, raw, vs, ve)
+        if ve > end or ve < vs:
+            break
+        if name in _RARE:
+            _set_rare(e, name, t, raw, vs, ve)
         pos = ve
+    if pos != end:
+        raise OplogError("corrupt BSON: a field runs past the end of the entry")
+
+
+@lru_cache(maxsize=4096)
+def _ns_parts(ns: str) -> tuple[str, str]:
+    db, _, coll = ns.partition(".")
+    return db, coll
 
 
 def _inherit(e: Entry, outer: Entry) -> None:
@@ -222,7 +265,7 @@ def _check(e: Entry) -> None:
         e.ns = "admin.$cmd"  # some tools write applyOps entries without ns
     if e.ns is None:
         raise e.error("missing or non-string 'ns'")
-    e.db, _, e.coll = e.ns.partition(".")
+    e.db, e.coll = _ns_parts(e.ns)
     if e.op == "u" and e.o2_span is None:
         raise e.error("update without an 'o2' document")
     if e.op != "c" and "." not in e.ns:

@@ -17,6 +17,8 @@ from bson.objectid import ObjectId
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from backupflows.oplog.delta import apply_delta_raw
+from backupflows.oplog.deltadict import apply_delta_codec
 from backupflows.oplog.update import apply_delta, apply_replacement, apply_update, classify
 from backupflows.sandbox.errors import CommandError
 from backupflows.sandbox.update import apply_update as sandbox_update
@@ -95,6 +97,9 @@ def _check(doc: dict, update: Any, **kwargs: Any) -> None:
     if classify(o) == "delta":
         assert apply_delta(enc(doc), o["diff"]) == expected, (doc, update, o)
         assert apply_delta(enc(doc), bson.encode(o["diff"])) == expected
+        # both paths: the raw walk, and the C-codec path wherever it vouches
+        assert apply_delta_raw(enc(doc), o["diff"]) == expected
+        assert apply_delta_codec(enc(doc), bson.encode(o["diff"])) in (None, expected)
     else:
         assert apply_replacement(enc(doc), enc(o)) == expected, (doc, update, o)
     assert apply_update(enc(doc), o) == expected
