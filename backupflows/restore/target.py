@@ -54,8 +54,10 @@ class TargetDestination(Destination):
     def client(self) -> MongoClient:
         if self._client is None:
             try:
-                self._client = MongoClient(self.uri, serverSelectionTimeoutMS=15000,
-                                           maxPoolSize=self.workers + 2, w="majority")
+                options: dict[str, Any] = {"maxPoolSize": self.workers + 2, "w": "majority"}
+                if "serverselectiontimeoutms" not in self.uri.lower():  # the URI's wins
+                    options["serverSelectionTimeoutMS"] = 15000
+                self._client = MongoClient(self.uri, **options)
             except (PyMongoError, ValueError) as exc:
                 raise RestoreError(f"target {redact_uri(self.uri)}: {_msg(exc)}") from None
         return self._client

@@ -3,7 +3,7 @@
 The contract other services use (``send_task`` by name, plain keyword
 arguments, JSON serialization)::
 
-    app.send_task("backupflows.restore.request", kwargs={
+    app.send_task("backupflows.restore.request", queue="restore", kwargs={
         "deployment": "rs0",                    # deployment name
         "snapshot_id": 42,                      # or "at": "2024-11-28T10:15:00Z" / "1732788900:3"
         "destination": {"kind": "dir", "path": "/restores/rs0"},
@@ -18,7 +18,9 @@ arguments, JSON serialization)::
         "requester": "billing-service",         # optional: who asked
     })  # -> the restore id (int)
 
-``backupflows.restore.request`` validates the request (a point outside the
+Send it to the ``restore`` queue (a bare Celery app of another service
+does not know our routes; backupflows' own app routes ``backupflows.restore.*``
+there). ``backupflows.restore.request`` validates the request (a point outside the
 restorable window fails the task with the restorable ranges), records a
 ``queued`` restore and enqueues ``backupflows.restore.run(restore_id)`` on
 the restore queue; it returns the restore id. Without ``request_id`` the

@@ -17,10 +17,10 @@ def oplog() -> list[bytes]:
     return generate(seed=11, n=4000)
 
 
-def build_history(tmp: Path, oplog: list[bytes]) -> World:
+def build_history(tmp: Path, oplog: list[bytes], url: str | None = None) -> World:
     """Snapshots at ~1000 and ~2500 entries (where no transaction is half
     applied), the whole oplog stored, states recorded every 250 entries."""
-    w = make_world(tmp)
+    w = make_world(tmp, url=url)
     w.position = entry_ts(oplog[0]) - 1
     w.apply(oplog[:900])
     i = cut_without_txn(w, oplog, 900, 1000)

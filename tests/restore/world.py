@@ -93,14 +93,21 @@ class World:
         return sid
 
 
-def make_world(tmp: Path, name: str = "rs0") -> World:
-    url = make_catalog(tmp / "catalog.db")
+def make_world(tmp: Path, name: str = "rs0", url: str | None = None) -> World:
+    """A world in ``tmp`` (SQLite catalog there, or the migrated catalog ``url``)."""
+    if url is None:
+        url = make_catalog(tmp / "catalog.db")
+    else:
+        from backupflows.catalog import migrate
+
+        migrate.upgrade(url)
     storage = service.Storage(url, open_backend(tmp / "store"))
     job_id = add_job(url, name)
     with storage.sessions() as s:
         service.policy_for(s, job_id)
         s.execute(update(SnapshotPolicy).where(SnapshotPolicy.job_id == job_id)
                   .values(pit_window_hours=24 * 365 * 50))  # the generator's clock is 2023
+    tmp.mkdir(parents=True, exist_ok=True)
     head = HeadStore(tmp / "head.db")
     return World(storage, url, job_id, name, head)
 
