@@ -54,6 +54,7 @@ def preflight(name: str) -> None:
     """Reach the source, check it is a replica set with an oplog, and that the
     filter matches something; raises one clear error otherwise."""
     from backupflows.catalog.db import session_scope
+    from backupflows.jobs.config import job_config
     from backupflows.jobs.service import get_deployment
     from backupflows.source.client import connect
     from backupflows.source.namespaces import NamespaceFilter, list_namespaces
@@ -62,7 +63,7 @@ def preflight(name: str) -> None:
     with session_scope(readonly=True) as s:
         dep = get_deployment(s, name)
         uri, include, exclude = dep.uri, list(dep.include_ns), list(dep.exclude_ns)
-    client = connect(uri, timeout_s=5.0)
+    client = connect(uri, timeout_s=float(job_config().source_timeout))
     try:
         check_replica_set(client)
         newest_optime(client)

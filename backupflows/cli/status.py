@@ -72,17 +72,17 @@ def check(name: str, against_source: bool, as_json: bool, timeout: int) -> None:
 def run_check(name: str, timeout: int) -> dict[str, Any]:
     """Here when this process is the job's daemon, else a task on its queue."""
     from backupflows.catalog.db import session_scope
-    from backupflows.jobs import resources
     from backupflows.jobs.check import check_against_source
     from backupflows.jobs.service import require_job
     from backupflows.settings import get_settings
 
     with session_scope(readonly=True) as s:
         job = require_job(s, name)
-        job_id, generation, daemon_id = job.id, job.generation, job.daemon_id or ""
-    local = daemon_id == get_settings().daemon_id
-    if local and resources.head_path(job_id, generation).exists():
-        return check_against_source(job_id)
+        job_id, daemon_id, state = job.id, job.daemon_id or "", job.state
+    if state in ("initial_sync", "terminated"):
+        raise BackupflowsError(f"the job of {name} has no head to check (state {state})")
+    if daemon_id == get_settings().daemon_id:
+        return check_against_source(job_id)  # the head is on this machine
     return _remote_check(job_id, daemon_id, timeout)
 
 

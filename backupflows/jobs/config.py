@@ -18,6 +18,7 @@ variable                      default  meaning
 ``SOURCE_RETRIES``            6        a step that fails on the source is retried this
                                        many times (exponential backoff) before the job
                                        is ``failed``
+``SOURCE_TIMEOUT``            10       seconds to find and connect to the source
 ============================  =======  ===============================================
 
 ``SLICE_BYTES`` (the slice size) is in ``backupflows.settings``. Read once per
@@ -49,6 +50,7 @@ class JobConfig:
     max_ranges: int = 8
     apply_batch: int = 1000
     source_retries: int = 6
+    source_timeout: int = 10
 
     @property
     def oplog_lease_seconds(self) -> int:
@@ -58,7 +60,7 @@ class JobConfig:
 
 _COUNTS = ("lease_seconds", "oplog_round_seconds", "oplog_interval", "apply_interval",
            "reconcile_interval", "requeue_seconds", "max_ranges", "apply_batch",
-           "source_retries")
+           "source_retries", "source_timeout")
 
 
 def _positive_int(name: str, raw: str) -> int:

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import exists, func, select, update
 
-from backupflows.catalog import optime
 from backupflows.catalog.db import session_scope
 from backupflows.catalog.models import (
     BackupJob,
@@ -42,6 +41,7 @@ from backupflows.jobs.lifecycle import (
     HEAD,
     Outcome,
     fail,
+    lag_seconds,
     release_job_lease,
     renew_job_lease,
     require_resync,
@@ -252,17 +252,6 @@ def _finish_routine(run: HeadRun, applied: int) -> None:
             BackupJob.__table__.c.head_lease_owner == run.owner,
         ).values(lag_seconds=lag, last_apply_at=utcnow(), head_lease_owner=None,
                  head_lease_expires=None))
-
-
-def lag_seconds(head_ts: int | None, source_ts: int | None) -> float | None:
-    """How far the head is behind the source: 0 when it has applied the
-    newest entry the last oplog round saw at the source, else the age of
-    the head's last applied entry."""
-    if head_ts is None:
-        return None
-    if source_ts is not None and head_ts >= source_ts:
-        return 0.0
-    return max(0.0, utcnow().timestamp() - optime.unpack(head_ts).time)
 
 
 def head_failure(run: HeadRun, exc: OplogError) -> Outcome:

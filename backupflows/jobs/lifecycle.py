@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, update
 from sqlalchemy.orm import Session
 
+from backupflows.catalog import optime
 from backupflows.catalog.models import BackupJob, Event, JobState, SliceRange, utcnow
 
 ACTIVE: tuple[str, ...] = (JobState.INITIAL_SYNC, JobState.BUILDING, JobState.VALIDATING,
@@ -204,3 +205,14 @@ def fail(session: Session, job_id: int, generation: int, reason: str) -> bool:
     """``failed`` with ``reason`` (if the job is still active at ``generation``)."""
     return transition(session, job_id, JobState.FAILED, from_=ACTIVE, generation=generation,
                       message=f"failed: {reason}", values={"error": reason}, reason=reason)
+
+
+def lag_seconds(head_ts: int | None, source_ts: int | None) -> float | None:
+    """How far the head is behind the source: 0 when it has applied the
+    newest entry the last oplog round saw at the source, else the age of
+    the head's last applied entry."""
+    if head_ts is None:
+        return None
+    if source_ts is not None and head_ts >= source_ts:
+        return 0.0
+    return max(0.0, utcnow().timestamp() - optime.unpack(head_ts).time)

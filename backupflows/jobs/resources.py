@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
+from backupflows.jobs.config import job_config
 from backupflows.settings import get_settings
 from backupflows.source.client import connect
 from backupflows.storage.backends import Backend, open_backend
@@ -37,7 +38,7 @@ def source_client(uri: str) -> MongoClient:
         client = _clients.get(uri)
     if client is not None:
         return client
-    client = connect(uri)
+    client = connect(uri, timeout_s=job_config().source_timeout)
     with _lock:
         existing = _clients.setdefault(uri, client)
     if existing is not client:

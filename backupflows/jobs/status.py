@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 from backupflows.catalog import optime
 from backupflows.catalog.db import session_scope
 from backupflows.catalog.models import BackupJob, Deployment, Event, JobState, Slice, SliceRange
-from backupflows.jobs.headwork import lag_seconds
-from backupflows.jobs.lifecycle import ACTIVE
+from backupflows.jobs.lifecycle import ACTIVE, lag_seconds
 from backupflows.jobs.service import current_job, get_deployment
 
 

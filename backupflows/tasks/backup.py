@@ -14,6 +14,7 @@ store. Beat runs ``backupflows.jobs.dispatch_oplog_rounds``,
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -26,6 +27,7 @@ from backupflows.jobs.check import check_against_source
 from backupflows.jobs.config import job_config
 from backupflows.jobs.errors import LeaseLost, is_transient
 from backupflows.jobs.lifecycle import Outcome, fail
+from backupflows.redact import redact_text
 from backupflows.tasks.app import app
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,17 @@ def _owner(task: Task) -> str:
 
 
 def _progress(task: Task) -> Any:
+    """Report ``meta`` as the task's ``PROGRESS`` state (result backend: the
+    CLI and ``AsyncResult.info``) and as a ``task-progress`` event (Flower
+    shows the task as PROGRESS with the meta as its result)."""
     def report(meta: dict[str, Any]) -> None:
-        if task.request.id:
-            task.update_state(state="PROGRESS", meta=meta)
+        if not task.request.id:
+            return
+        task.update_state(state="PROGRESS", meta=meta)
+        try:
+            task.send_event("task-progress", result=json.dumps(meta, sort_keys=True))
+        except Exception as exc:  # noqa: BLE001 - monitoring must never break the work
+            log.debug("progress event not sent: %s", exc)
     return report
 
 
@@ -68,7 +78,9 @@ def _after(outcome: Outcome, job_id: int, daemon_id: str) -> str:
 
 @app.task(name="backupflows.source.start_sync", bind=True)
 def start_sync(self: Task, job_id: int, generation: int) -> Any:
-    """Record T0, the namespaces and the ranges; then the slicing chord."""
+    """Record T0, the namespaces and the ranges; then queue the slicing chord
+    (``apply_async`` from the task rather than ``replace``: the start keeps
+    its own name and result in Flower; a repeated start queues no-ops)."""
     from backupflows.tasks import workflows
 
     try:
@@ -80,7 +92,9 @@ def start_sync(self: Task, job_id: int, generation: int) -> Any:
     if result.status == "skipped":
         return "skipped"
     canvas = workflows.slicing_canvas(job_id, generation, result.range_ids, result.daemon_id)
-    raise self.replace(canvas)
+    canvas.apply_async()
+    return {"job": job_id, "generation": generation, "status": result.status,
+            "ranges": len(result.range_ids)}
 
 
 @app.task(name="backupflows.source.slice_range", bind=True)
@@ -179,22 +193,32 @@ def purge_job(job_id: int) -> int:
 
 # -- beat dispatchers -----------------------------------------------------------------------
 
-@app.task(name="backupflows.jobs.dispatch_oplog_rounds")
-def dispatch_oplog_rounds() -> int:
+def _dispatch(what: str, due: Any) -> int:
+    """Send what ``due()`` finds; a catalog that is down or not migrated is one
+    warning line (the next tick tries again), not a traceback every second."""
+    from sqlalchemy.exc import DBAPIError
+
     from backupflows.tasks import workflows
 
-    return workflows.send_all(dispatch.due_oplog_rounds())
+    try:
+        return workflows.send_all(due())
+    except DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        log.warning("%s: catalog unavailable (%s); is it migrated ('backupflows db "
+                    "upgrade')?", what, redact_text(reason))
+        return 0
+
+
+@app.task(name="backupflows.jobs.dispatch_oplog_rounds")
+def dispatch_oplog_rounds() -> int:
+    return _dispatch("oplog rounds", dispatch.due_oplog_rounds)
 
 
 @app.task(name="backupflows.jobs.dispatch_apply_rounds")
 def dispatch_apply_rounds() -> int:
-    from backupflows.tasks import workflows
-
-    return workflows.send_all(dispatch.due_apply_rounds())
+    return _dispatch("apply rounds", dispatch.due_apply_rounds)
 
 
 @app.task(name="backupflows.jobs.reconcile")
 def reconcile() -> int:
-    from backupflows.tasks import workflows
-
-    return workflows.send_all(dispatch.reconcile())
+    return _dispatch("reconcile", dispatch.reconcile)
