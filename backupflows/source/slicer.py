@@ -10,9 +10,9 @@ read exactly once. ``min`` is inclusive and ``max`` exclusive, so adjacent
 ranges partition the collection; a resume point is exclusive (its document,
 if it still exists, was in the last stored slice and is skipped).
 
-Documents are never decoded: ``find_raw_batches`` hands back each server
-batch as one ``bytes`` and the slicer only walks length prefixes. Memory is
-one server batch (at most 16 MB) plus one slice.
+Documents are never decoded: the cursor hands back ``RawBSONDocument``s,
+their bytes are concatenated in chunks and the slicer only walks length
+prefixes. Memory is one server batch (at most 16 MB), one chunk and one slice.
 
 Retries: a failed ``getMore`` (dropped connection, killed cursor, election)
 reopens the cursor after the last document already consumed, with bounded
@@ -52,6 +52,7 @@ SLICE_KIND = b"SLCE"
 _GONE_CODES = {26, 175, 237}   # NamespaceNotFound, QueryPlanKilled, CursorKilled
 ID_HINT = [("_id", 1)]
 _LEN = struct.Struct("<i").unpack_from
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class CollectionGone(SourceError):
@@ -157,9 +158,9 @@ def iter_docs(client: MongoClient, ns: str, lo: bytes | None = None, hi: bytes |
 def raw_batches(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
                 resume_after: bytes | None = None, *, projection: dict | None = None,
                 backoff: Backoff = DEFAULT_BACKOFF) -> Iterator[bytes]:
-    """Server batches (concatenated raw documents) of ``[lo, hi)`` after
+    """Chunks (concatenated raw documents) of ``[lo, hi)`` after
     ``resume_after``, in ``_id`` order. A transient failure reopens the
-    cursor after the last document of the last batch handed out (the
+    cursor after the last document of the last chunk handed out (the
     consumer has taken it whole by the time it asks for the next)."""
     start = resume_after if resume_after is not None else lo
     skip = id_key(resume_after) if resume_after is not None else None
@@ -200,15 +201,27 @@ def _last_doc(batch: bytes, ns: str) -> bytes:
 
 
 def _open(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
-          projection: dict | None = None):
+          projection: dict | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The documents of ``[lo, hi)`` in ``_id`` order, concatenated in
+    chunks of about ``chunk_bytes``. A plain cursor of ``RawBSONDocument``
+    measured faster than ``find_raw_batches`` (which re-assembles every
+    server batch); either way nothing is decoded."""
     db, coll = split_coll(ns)
     collection = client.get_database(db, codec_options=RAW)[coll]
-    cursor = collection.find_raw_batches({}, projection).hint(ID_HINT)
+    cursor = collection.find({}, projection).hint(ID_HINT)
     if lo is not None:
         cursor = cursor.min([("_id", bound_value(lo))])
     if hi is not None:
         cursor = cursor.max([("_id", bound_value(hi))])
-    return cursor
+    with cursor:
+        buf = bytearray()
+        for doc in cursor:
+            buf += doc.raw
+            if len(buf) >= chunk_bytes:
+                yield bytes(buf)
+                buf = bytearray()
+        if buf:
+            yield bytes(buf)
 
 
 class _SliceBuilder:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import threading
 
 import bson
 import pymongo
@@ -170,7 +171,7 @@ def test_resume_within_a_range_stays_below_its_upper_bound(mongo_client, source,
 @pytest.mark.sandbox_only
 @pytest.mark.parametrize("fault", [
     {"error_code": 0, "close_connection": True},      # connection dropped
-    {"error_code": 91},                               # ShutdownInProgress
+    {"error_code": 262},                              # ExceededTimeLimit
     {"error_code": 43},                               # CursorNotFound (cursor timed out)
 ])
 def test_getmore_failures_are_retried_without_loss(sandbox, source, unique_db, fault):
@@ -205,7 +206,7 @@ def test_connections_dropped_mid_read_are_survived(sandbox, source, unique_db):
 def test_persistent_failure_gives_up_with_a_clear_error(sandbox, source, unique_db):
     pymongo.MongoClient(sandbox.uri)[unique_db].f.insert_many([{"_id": i} for i in range(500)])
     sandbox.faults.configure("alwaysOn", {"failCommands": ["getMore", "find"],
-                                          "errorCode": 91})
+                                          "errorCode": 89})       # NetworkTimeout
     with pytest.raises(SourceUnavailable, match=r"reading .*\.f: gave up after 3 attempts"):
         list(read_range(source, f"{unique_db}.f", None, None, None, 1000,
                         backoff=Backoff(attempts=3, first_s=0.01)))
@@ -222,15 +223,16 @@ def test_a_non_transient_error_is_not_retried(sandbox, source, unique_db):
 
 
 @pytest.mark.sandbox_only
-def test_collection_dropped_while_read(mongo_client, source, unique_db):
+def test_collection_dropped_while_read(sandbox, mongo_client, source, unique_db):
     coll = mongo_client[unique_db].gone
     coll.insert_many([{"_id": i, "p": "z" * 1000} for i in range(5000)])
-    reader = read_range(source, f"{unique_db}.gone", None, None, None, 100_000)
-    next(reader)                   # the first batch (101 documents) is read
-    coll.drop()
+    # the getMore after the first batch waits; meanwhile the collection is dropped
+    sandbox.fail_commands(["getMore"], times=1, block_ms=500)
+    timer = threading.Timer(0.1, coll.drop)
+    timer.start()
     with pytest.raises(CollectionGone, match="dropped or renamed"):
-        for _ in reader:
-            pass
+        list(read_range(source, f"{unique_db}.gone", None, None, None, 100_000))
+    timer.join()
 
 
 def test_stored_slice_header_and_corruption(mongo_client, source, unique_db):
