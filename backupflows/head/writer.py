@@ -41,7 +41,8 @@ class HeadWriter:
         self.seq = int(self._meta("seq")) + 1
         self._cache: dict[tuple[int, bytes], bytes | None] = {}
         self._writes: dict[tuple[int, bytes], bytes | None] = {}
-        self._blind: set[tuple[int, bytes]] = set()
+        # insertion-ordered (a dict): keys that arrive sorted sort in linear time
+        self._blind: dict[tuple[int, bytes], None] = {}
         self._hash: dict[int, list[int]] = {}
         self._missing: dict[tuple[int, bytes], bytes | None] = {}
         self._missing_possible = conn.execute(
@@ -117,7 +118,7 @@ class HeadWriter:
         h[0] += 1
         h[1] += doc_digest(raw)
         self._writes[ck] = raw
-        self._blind.add(ck)
+        self._blind[ck] = None
         if self._missing_possible:
             self._missing[ck] = None
 
@@ -161,23 +162,27 @@ class HeadWriter:
     def _flush_blind(self) -> None:
         """Write the documents of ``put_new`` keys with a plain INSERT; if one
         existed after all, learn which did and correct the hash."""
-        blind, self._blind = sorted(self._blind), set()
-        rows = [(cid, k, self._writes[(cid, k)], self.seq) for cid, k in blind
-                if self._writes[(cid, k)] is not None]
-        gone = [ck for ck in blind if self._writes[ck] is None]
-        if rows and not gone:
+        blind, self._blind = sorted(self._blind), {}
+        writes, seq = self._writes, self.seq
+        rows = []
+        for ck in blind:
+            doc = writes[ck]
+            if doc is None:  # inserted, then deleted: learn what was there
+                break
+            rows.append((ck[0], ck[1], doc, seq))
+        else:
             self.conn.execute("SAVEPOINT blind")
             try:
                 self.conn.executemany(_INSERT, rows)
             except sqlite3.IntegrityError:
                 self.conn.execute("ROLLBACK TO blind")
+                self.conn.execute("RELEASE blind")
             else:
                 self.conn.execute("RELEASE blind")
-                for cid, k, doc, _ in rows:
-                    self._cache[(cid, k)] = doc
-                    del self._writes[(cid, k)]
+                cache = self._cache
+                for ck in blind:
+                    cache[ck] = writes.pop(ck)
                 return
-            self.conn.execute("RELEASE blind")
         self._learn_existing(blind)
 
     def _learn_existing(self, keys: list[tuple[int, bytes]]) -> None:

@@ -27,7 +27,7 @@ from backupflows.head.optime import Optime
 from backupflows.head.store import HeadStore
 from backupflows.head.writer import HeadWriter
 from backupflows.oplog import commands, crud
-from backupflows.oplog.entry import SKIPPED_OPS, Entry, is_internal, parse
+from backupflows.oplog.entry import CRUD_OPS, Entry, is_internal, parse
 
 _BUG_ERRORS = (ValueError, TypeError, KeyError, IndexError, struct.error, KeyError_,
                bson.errors.BSONError, UnicodeDecodeError)
@@ -97,24 +97,27 @@ class Applier:
             raise parse_error
 
     def _apply_parsed(self, w: HeadWriter, entries: list[Entry], stats: ApplyStats) -> None:
-        start = best = self.head.optime()
+        start = self.head.optime()
+        best_ts, best_t = start.ts, start.t
         ctx = Context(w, self.skip_from_migrate)
         ctx.prefetch(entries)
+        apply = ctx.apply
         by_op: dict[str, int] = {}
         for i, e in enumerate(entries):
             try:
-                ctx.apply(e)
+                apply(e)
             except OplogError as exc:
                 raise _Failed(i, exc) from None
             except _BUG_ERRORS as exc:
                 raise _Failed(i, e.error(f"{type(exc).__name__}: {exc}")) from None
-            assert e.ts is not None and e.op is not None
-            if e.ts > best.ts:
-                best = Optime(e.ts, e.t)
-            by_op[e.op] = by_op.get(e.op, 0) + 1
-        if best != start:
-            w.set_optime(best.ts, best.t)
-            stats.last = best
+            ts, op = e.ts, e.op
+            assert ts is not None and op is not None
+            if ts > best_ts:
+                best_ts, best_t = ts, e.t
+            by_op[op] = by_op.get(op, 0) + 1
+        if best_ts != start.ts:
+            w.set_optime(best_ts, best_t)
+            stats.last = Optime(best_ts, best_t)
         stats.entries += len(entries)
         for op, n in by_op.items():
             stats.by_op[op] = stats.by_op.get(op, 0) + n
@@ -142,39 +145,48 @@ class Context:
         """Warm the document cache for updates and deletes with one query per
         collection and chunk (inserts are written blind: see put_new)."""
         wanted: dict[int, list[bytes]] = {}
+        cids: dict[tuple[str | None, bytes | None], int | None] = {}
         for e in entries:
-            if e.op not in ("u", "d") or is_internal(e.ns or ""):
+            if e.op != "u" and e.op != "d":
                 continue
-            c = crud.target(self.w, e.db, e.coll, e.ui) if _plain_target(self.w, e) else None
-            if c is None:
+            where = (e.ns, e.ui)
+            if where in cids:
+                cid = cids[where]
+            else:
+                cid = cids[where] = self._prefetch_cid(e)
+            if cid is None:
                 continue
             try:
-                wanted.setdefault(c.cid, []).append(crud.entry_key(e))
+                wanted.setdefault(cid, []).append(crud.entry_key(e))
             except OplogError:
                 continue  # reported when the entry is applied
         for cid, keys in wanted.items():
             self.w.prefetch(cid, keys)
 
+    def _prefetch_cid(self, e: Entry) -> int | None:
+        """The collection ``e`` targets, if finding it has no side effect."""
+        if is_internal(e.ns or "") or not _plain_target(self.w, e):
+            return None
+        c = crud.target(self.w, e.db, e.coll, e.ui)
+        return None if c is None else c.cid
+
     def apply(self, e: Entry) -> None:
         """Apply one entry (top-level or an applyOps inner op)."""
         op = e.op
-        if op == "n" or op in SKIPPED_OPS:
-            return
-        if op == "c":
+        if op in CRUD_OPS:
+            if is_internal(e.ns) or (e.from_migrate and self.skip_from_migrate):  # type: ignore[arg-type]
+                return
+            if e.coll == "system.views":
+                commands.apply_view_crud(self, e)
+            elif op == "i":
+                crud.apply_insert(self.w, e)
+            elif op == "u":
+                crud.apply_update(self.w, e)
+            else:
+                crud.apply_delete(self.w, e)
+        elif op == "c":
             commands.apply_command(self, e)
-            return
-        if is_internal(e.ns or ""):
-            return
-        if e.from_migrate and self.skip_from_migrate:
-            return
-        if e.coll == "system.views":
-            commands.apply_view_crud(self, e)
-        elif op == "i":
-            crud.apply_insert(self.w, e)
-        elif op == "u":
-            crud.apply_update(self.w, e)
-        else:
-            crud.apply_delete(self.w, e)
+        # "n" and the ops of SKIPPED_OPS change nothing
 
 
 def _plain_target(w: HeadWriter, e: Entry) -> bool:

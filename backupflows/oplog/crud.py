@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from bson.raw_bson import RawBSONDocument
 
-from backupflows.bsonorder import KeyError_, id_key, raw_id
+from backupflows.bsonorder import OBJECTID, KeyError_, id_key, raw_id
 from backupflows.errors import OplogError
 from backupflows.head import rawdoc
 from backupflows.head.catalog import COLLECTION, Collection
@@ -77,12 +77,19 @@ def entry_key(e: Entry) -> bytes:
     """The ``_id`` key of the document a CRUD entry targets (cached)."""
     if e.key is None:
         src = e.o2() if e.op == "u" else e.o()
+        if (src is not None and src[4] == 0x07 and src.startswith(b"_id\x00", 5)
+                and len(src) >= 22 and src[-1] == 0):
+            e.key = _OBJECTID_KEY + src[9:21]  # the usual leading ObjectId _id
+            return e.key
         try:
             e.key = id_key(src)  # type: ignore[arg-type]
         except KeyError_ as exc:
             where = "o2" if e.op == "u" else "o"
             raise e.error(f"bad '{where}': {exc}") from None
     return e.key
+
+
+_OBJECTID_KEY = bytes((OBJECTID,))  # bsonorder's key of an ObjectId: this byte, then its 12
 
 
 def apply_insert(w: HeadWriter, e: Entry) -> None:
@@ -107,14 +114,15 @@ def apply_update(w: HeadWriter, e: Entry) -> None:
     _documents(c, e)
     old = w.get(c, key)
     o_raw = e.o()
-    kind = "delta" if _is_delta(o_raw) else upd.classify(RawBSONDocument(o_raw))
+    delta = _is_delta(o_raw)
+    kind = "delta" if delta else upd.classify(RawBSONDocument(o_raw))
     if old is None:
         if e.upsert and kind == "replacement":
             w.put(c, key, upd.apply_replacement(None, o_raw), None, known=True)
         else:
             w.note_missing(c, key, raw_id(e.o2()))  # type: ignore[arg-type]
         return
-    new = updated(e, old, o_raw, kind)
+    new = updated(e, old, o_raw, kind, delta)
     if new != old:
         w.put(c, key, new, old, known=True)
 
@@ -131,14 +139,18 @@ def _is_delta(o_raw: bytes) -> bool:
             == len(o_raw) - 1)
 
 
-def updated(e: Entry, old: bytes, o_raw: bytes, kind: str) -> bytes:
-    """The post-image of ``old`` under the update ``o_raw`` of ``kind``."""
+def updated(e: Entry, old: bytes, o_raw: bytes, kind: str, plain_delta: bool = False) -> bytes:
+    """The post-image of ``old`` under the update ``o_raw`` of ``kind``
+    (``plain_delta``: ``o_raw`` has the exact shape ``_is_delta`` checks)."""
     try:
         if kind == "delta":
-            diff = o_raw[_DELTA_AT:-1] if _is_delta(o_raw) else rawdoc.subdocument(o_raw, b"diff")
+            diff = (o_raw[_DELTA_AT:-1] if plain_delta or _is_delta(o_raw)
+                    else rawdoc.subdocument(o_raw, b"diff"))
             if diff is None:
                 raise upd.InvalidUpdate("a $v: 2 update needs a document 'diff'")
             new = upd.apply_delta(old, diff)
+            if b"_id" not in diff:
+                return new  # both delta paths copy the unnamed _id as it was
         elif kind == "modifier":
             new = upd.apply_update(old, RawBSONDocument(o_raw))
         else:

@@ -85,13 +85,15 @@ def _apply_doc(doc: dict, diff: Any) -> set[str]:
     seen: set[str] = set()
     prev = 0
     for section, body in diff.items():
-        order = _ORDER.get(section[:1])
+        order = _SECTIONS.get(section) or _ORDER.get(section[:1])
         if order is None or order < prev or (order == prev and order != _S):
             raise _Unsure
         prev = order
         if order == _S:
             name = section[1:]
-            _see(seen, name)
+            if name in seen:
+                raise _Unsure
+            seen.add(name)
             if name in doc:
                 doc[name] = _sub(doc[name], body)
             else:
@@ -120,10 +122,7 @@ def _apply_doc(doc: dict, diff: Any) -> set[str]:
     return seen
 
 
-def _see(seen: set[str], name: str) -> None:
-    if name in seen:
-        raise _Unsure
-    seen.add(name)
+_SECTIONS = {"d": 1, "u": 2, "i": 3, "b": 4}
 
 
 class _Absent:
@@ -187,30 +186,38 @@ def _apply_array(arr: list, sub: dict) -> list:
     if next(items)[1] is not True:
         raise _Unsure
     new_len = None
+    limit = _MAX_ARRAY_INDEX
     last = -1
-    for n, (name, value) in enumerate(items):
-        if n == 0 and name == "l":
+    for name, value in items:
+        if name == "l" and last == -1 and new_len is None:
             if type(value) is not int or not 0 <= value <= _MAX_ARRAY_INDEX:
                 raise _Unsure
-            new_len = value
+            new_len = limit = value
             if new_len < len(arr):
                 del arr[new_len:]
             continue
-        digits = name[1:]
-        if not (digits.isascii() and digits.isdigit()):
-            raise _Unsure
-        idx = int(digits)
-        if idx <= last or idx >= _MAX_ARRAY_INDEX or (new_len is not None and idx >= new_len):
+        key = _ARRAY_KEYS.get(name) or _array_key(name)
+        idx = key[1]
+        if idx <= last or idx >= limit:
             raise _Unsure
         last = idx
-        letter = name[0]
-        if letter != "u" and letter != "s":
-            raise _Unsure
         if idx < len(arr):
-            arr[idx] = value if letter == "u" else _sub(arr[idx], value)
+            arr[idx] = value if key[0] else _sub(arr[idx], value)
         else:
-            arr.extend([None] * (idx - len(arr)))
-            arr.append(value if letter == "u" else _sub(_ABSENT, value))
+            if idx > len(arr):
+                arr.extend([None] * (idx - len(arr)))
+            arr.append(value if key[0] else _sub(_ABSENT, value))
     if new_len is not None and len(arr) < new_len:
         arr.extend([None] * (new_len - len(arr)))
     return arr
+
+
+def _array_key(name: str) -> tuple[bool, int]:
+    """(is an update, index) of an array diff entry ``u<index>``/``s<index>``."""
+    digits = name[1:]
+    if not (digits.isascii() and digits.isdigit()) or name[0] not in "us":
+        raise _Unsure
+    return name[0] == "u", int(digits)
+
+
+_ARRAY_KEYS = {f"{letter}{i}": (letter == "u", i) for letter in "us" for i in range(1024)}
