@@ -104,11 +104,19 @@ def connect(path: str, create: bool = True) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit appends to the WAL without fsync (checkpoints
+        # fsync). A crash of the process loses nothing; a power loss may lose
+        # the last commits but never tears one (WAL frames are checksummed
+        # and a transaction counts only up to its commit frame), and each
+        # commit carries the optime of exactly the changes it holds: the head
+        # reopens at an earlier consistent position and the applier, which is
+        # idempotent, re-applies from there.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
         # Checkpoint every 64 MB of WAL instead of 16 MB: pages written by
-        # several batches are copied to the database once.
+        # several batches are copied to the database once. HeadStore runs
+        # checkpoints in a background thread; this is the writer's fallback.
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
         if create:
             _create(conn)

@@ -3,14 +3,17 @@
 Reads go through ``HeadReader`` (on the store's own connection between
 transactions, or on a ``snapshot()``: a separate read transaction that sees
 one committed state while the applier keeps writing). Writes go through
-``transaction()`` (a ``HeadWriter``).
+``transaction()`` (a ``HeadWriter``); after each one, a background thread
+checkpoints the WAL (``checkpoint``), so the writer does not wait for the
+disk.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import bson
 
@@ -18,6 +21,7 @@ from backupflows.bsonorder import KeyError_, id_key, raw_id
 from backupflows.errors import HeadError
 from backupflows.head import schema
 from backupflows.head.catalog import COLLECTION, TYPES, Catalog, Collection
+from backupflows.head.checkpoint import Checkpointer
 from backupflows.head.export import HeadReader
 from backupflows.head.optime import Optime
 from backupflows.head.writer import HeadWriter
@@ -32,9 +36,13 @@ class HeadStore(HeadReader):
         self.path = os.fspath(path)
         self.conn = schema.connect(self.path)
         self.catalog = Catalog(self.conn)
+        self._checkpointer: Checkpointer | None = None
         super().__init__(self.conn)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self.conn.close()
 
     def __enter__(self) -> HeadStore:
@@ -70,6 +78,19 @@ class HeadStore(HeadReader):
             w.rollback()
             raise
         w.commit()
+        self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """Hand the WAL checkpoint to the background thread (see checkpoint)."""
+        cp = self._checkpointer
+        if cp is None:
+            page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+            cp = self._checkpointer = Checkpointer(self.path, page_size)
+        if cp.over_limit():  # the thread does not keep up: wait for a full one
+            with suppress(sqlite3.OperationalError):
+                self.conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            cp.log_bytes = 0
+        cp.poke()
 
     def prune_tombstones(self, mark: int) -> int:
         """Forget deletes recorded at or before ``mark``; returns how many."""
