@@ -21,7 +21,8 @@ Then the peak RSS of a fresh process that only slices every collection
 
 Each measure runs ``--repeat`` times, interleaved with the others (the
 machine is shared and noisy); the table shows the best run and the median,
-MB/s of the best, and the best time as a ratio of the best ``find() dict``,
+MB/s of the best, the best time as a ratio of the best ``find() dict``, and
+the client's CPU seconds in that run (the figure least affected by load),
 plus this process's peak RSS (memory must not follow the data size). Writes
 JSON to bench/results/.
 """
@@ -63,6 +64,7 @@ class Row:
     bytes: int = 0
     seconds: float = float("inf")     # best run
     median: float = 0.0
+    cpu: float = 0.0                  # client CPU seconds of the best run
     extra: str = ""
 
     @property
@@ -73,17 +75,17 @@ class Row:
 def measure(named: list[tuple[str, Callable[[], tuple[int, int]], str]], repeat: int
             ) -> list[Row]:
     """Run every measure ``repeat`` times, interleaved; keep best and median."""
-    times: dict[str, list[float]] = {name: [] for name, _, _ in named}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in named}
     rows = {name: Row(name, extra=extra) for name, _, extra in named}
     for _ in range(repeat):
         for name, fn, _ in named:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             docs, size = fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - start, time.process_time() - cpu))
             rows[name].docs, rows[name].bytes = docs, size
     for name, row in rows.items():
         runs = sorted(times[name])
-        row.seconds, row.median = runs[0], runs[len(runs) // 2]
+        (row.seconds, row.cpu), row.median = runs[0], runs[len(runs) // 2][0]
     return list(rows.values())
 
 
@@ -203,10 +205,10 @@ def show(rows: list[Row], report, args: argparse.Namespace,
     base = rows[0].seconds
     print(f"sample data: {report}  (sandbox {'in process' if args.in_process else 'child'})")
     print(f"{'measure':28} {'docs':>10} {'MB':>8} {'best s':>7} {'median':>7} {'MB/s':>8} "
-          f"{'vs find':>7}")
+          f"{'vs find':>7} {'cpu s':>6}")
     for r in rows:
         print(f"{r.name:28} {r.docs:10,} {r.bytes / 1e6:8.1f} {r.seconds:7.2f} {r.median:7.2f} "
-              f"{r.mb_per_s:8.1f} {r.seconds / base:7.2f}  {r.extra}")
+              f"{r.mb_per_s:8.1f} {r.seconds / base:7.2f} {r.cpu:6.2f}  {r.extra}")
     print(f"peak RSS of this process (client side, all measures): {rss_mb:.0f} MB")
     for what, (before, peak) in rss.items():
         print(f"peak RSS of a process doing only {what}: {peak} MB (after connect: {before} MB)")

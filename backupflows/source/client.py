@@ -68,11 +68,9 @@ class Backoff:
     first_s: float = 0.1
     max_s: float = 2.0
 
-    def delays(self) -> Iterator[float]:
-        delay = self.first_s
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay = min(self.max_s, delay * 2)
+    def delay(self, failures: int) -> float:
+        """Sleep before the next try, after ``failures`` failed tries in a row."""
+        return min(self.max_s, self.first_s * 2 ** (failures - 1))
 
 
 DEFAULT_BACKOFF = Backoff()
@@ -83,21 +81,22 @@ class RetryBudget:
 
     def __init__(self, backoff: Backoff = DEFAULT_BACKOFF) -> None:
         self.backoff = backoff
-        self._delays = backoff.delays()
+        self.failures = 0
 
     def wait_or_raise(self, exc: PyMongoError, what: str) -> None:
         """Sleep before the next attempt, or raise ``SourceError`` when the
-        error is not transient or the attempts are used up."""
+        error is not transient (``SourceUnavailable`` when the attempts are
+        used up)."""
         if not is_transient(exc):
             raise source_error(exc, what) from None
-        delay = next(self._delays, None)
-        if delay is None:
+        self.failures += 1
+        if self.failures >= self.backoff.attempts:
             raise SourceUnavailable(f"{what}: gave up after {self.backoff.attempts} attempts: "
-                              f"{_message(exc)}") from None
-        time.sleep(delay)
+                                    f"{_message(exc)}") from None
+        time.sleep(self.backoff.delay(self.failures))
 
     def progressed(self) -> None:
-        self._delays = self.backoff.delays()
+        self.failures = 0
 
 
 def connect(uri: str, *, timeout_s: float = 10.0, socket_timeout_s: float = 120.0,

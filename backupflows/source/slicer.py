@@ -10,9 +10,9 @@ read exactly once. ``min`` is inclusive and ``max`` exclusive, so adjacent
 ranges partition the collection; a resume point is exclusive (its document,
 if it still exists, was in the last stored slice and is skipped).
 
-Documents are never decoded: the cursor hands back ``RawBSONDocument``s,
-their bytes are concatenated in chunks and the slicer only walks length
-prefixes. Memory is one server batch (at most 16 MB), one chunk and one slice.
+Documents are never decoded: the cursor hands back ``RawBSONDocument``s and
+a slice is the join of their bytes. Memory is one server batch (at most
+16 MB) plus one slice.
 
 Retries: a failed ``getMore`` (dropped connection, killed cursor, election)
 reopens the cursor after the last document already consumed, with bounded
@@ -25,7 +25,6 @@ rename left unread.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,14 +44,12 @@ from backupflows.source.client import (
     source_call,
 )
 from backupflows.source.namespaces import NamespaceInfo
-from backupflows.source.rawdocs import spans, split
+from backupflows.source.rawdocs import split
 from backupflows.storage import container
 
 SLICE_KIND = b"SLCE"
 _GONE_CODES = {26, 175, 237}   # NamespaceNotFound, QueryPlanKilled, CursorKilled
 ID_HINT = [("_id", 1)]
-_LEN = struct.Struct("<i").unpack_from
-CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class CollectionGone(SourceError):
@@ -138,43 +135,53 @@ def read_range(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
     slice of its own). The last slice ends the range."""
     if slice_bytes <= 0:
         raise ValueError("slice_bytes must be positive")
-    builder = _SliceBuilder(slice_bytes)
-    for batch in raw_batches(client, ns, lo, hi, resume_after, backoff=backoff):
-        yield from builder.add(batch)
-    tail = builder.flush()
-    if tail is not None:
-        yield tail
+    parts: list[bytes | memoryview] = []
+    size = 0
+    for raw in _docs(client, ns, lo, hi, resume_after, None, backoff):
+        if parts and size + len(raw) > slice_bytes:
+            yield _slice(parts, size)
+            parts, size = [], 0
+        parts.append(raw)
+        size += len(raw)
+    if parts:
+        yield _slice(parts, size)
+
+
+def _slice(parts: list[bytes | memoryview], size: int) -> Slice:
+    last = bytes(parts[-1])
+    return Slice(b"".join(parts), len(parts), size, id_key(bytes(parts[0])), id_key(last),
+                 raw_id(last))
 
 
 def iter_docs(client: MongoClient, ns: str, lo: bytes | None = None, hi: bytes | None = None,
               resume_after: bytes | None = None, *, projection: dict | None = None,
               backoff: Backoff = DEFAULT_BACKOFF) -> Iterator[bytes]:
-    """Every raw document of ``[lo, hi)`` after ``resume_after``, in ``_id`` order."""
-    for batch in raw_batches(client, ns, lo, hi, resume_after, projection=projection,
-                             backoff=backoff):
-        yield from split(batch, f"batch of {ns}")
+    """Every raw document of ``[lo, hi)`` after ``resume_after``, in ``_id``
+    order. A transient failure reopens the cursor after the last document
+    handed out, with ``backoff`` between attempts."""
+    for raw in _docs(client, ns, lo, hi, resume_after, projection, backoff):
+        yield bytes(raw)
 
 
-def raw_batches(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
-                resume_after: bytes | None = None, *, projection: dict | None = None,
-                backoff: Backoff = DEFAULT_BACKOFF) -> Iterator[bytes]:
-    """Chunks (concatenated raw documents) of ``[lo, hi)`` after
-    ``resume_after``, in ``_id`` order. A transient failure reopens the
-    cursor after the last document of the last chunk handed out (the
-    consumer has taken it whole by the time it asks for the next)."""
+def _docs(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
+          resume_after: bytes | None, projection: dict | None,
+          backoff: Backoff) -> Iterator[bytes | memoryview]:
+    """``iter_docs`` without the copy: pymongo may hand out memoryviews of
+    the server batch."""
     start = resume_after if resume_after is not None else lo
     skip = id_key(resume_after) if resume_after is not None else None
     budget = RetryBudget(backoff)
+    last = None
     while True:
-        last = None
         try:
-            for batch in _open(client, ns, start, hi, projection):
-                budget.progressed()
-                if skip is not None and batch:
-                    batch, skip = _drop_first_if(batch, skip), None
-                if batch:
-                    last = _last_doc(batch, ns)
-                    yield batch
+            for raw in _open(client, ns, start, hi, projection):
+                if skip is not None:
+                    drop, skip = id_key(bytes(raw)) == skip, None
+                    if drop:
+                        continue
+                last = raw
+                budget.failures = 0
+                yield raw
             return
         except OperationFailure as exc:
             if exc.code in _GONE_CODES:
@@ -184,28 +191,14 @@ def raw_batches(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None
         except PyMongoError as exc:
             budget.wait_or_raise(exc, f"reading {ns}")
         if last is not None:
-            start, skip = raw_id(last), id_key(last)
-
-
-def _drop_first_if(batch: bytes, key: bytes) -> bytes:
-    """``batch`` without its first document if that document's key is ``key``."""
-    end = _LEN(batch, 0)[0]
-    return batch[end:] if id_key(batch[:end]) == key else batch
-
-
-def _last_doc(batch: bytes, ns: str) -> bytes:
-    span = (0, 0)
-    for span in spans(batch, f"batch of {ns}"):  # noqa: B007 - we want the last one
-        pass
-    return batch[span[0]:span[1]]
+            start, skip = raw_id(bytes(last)), id_key(bytes(last))
 
 
 def _open(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
-          projection: dict | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The documents of ``[lo, hi)`` in ``_id`` order, concatenated in
-    chunks of about ``chunk_bytes``. A plain cursor of ``RawBSONDocument``
-    measured faster than ``find_raw_batches`` (which re-assembles every
-    server batch); either way nothing is decoded."""
+          projection: dict | None = None) -> Iterator[bytes | memoryview]:
+    """The raw documents of ``[lo, hi)`` in ``_id`` order (a plain cursor of
+    ``RawBSONDocument``: nothing is decoded; it measured faster than
+    ``find_raw_batches``, which re-assembles every server batch)."""
     db, coll = split_coll(ns)
     collection = client.get_database(db, codec_options=RAW)[coll]
     cursor = collection.find({}, projection).hint(ID_HINT)
@@ -214,66 +207,8 @@ def _open(client: MongoClient, ns: str, lo: bytes | None, hi: bytes | None,
     if hi is not None:
         cursor = cursor.max([("_id", bound_value(hi))])
     with cursor:
-        buf = bytearray()
         for doc in cursor:
-            buf += doc.raw
-            if len(buf) >= chunk_bytes:
-                yield bytes(buf)
-                buf = bytearray()
-        if buf:
-            yield bytes(buf)
-
-
-class _SliceBuilder:
-    """Cuts server batches into slices of at most ``limit`` bytes. Documents
-    are located as ``(batch, start, end)`` and copied once, span by span."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.buf = bytearray()
-        self.count = 0
-        self.first: tuple[bytes, int, int] | None = None
-        self.last: tuple[bytes, int, int] | None = None   # last document consumed
-
-    @property
-    def last_raw(self) -> bytes | None:
-        if self.last is None:
-            return None
-        batch, start, end = self.last
-        return batch[start:end]
-
-    def add(self, batch: bytes) -> Iterator[Slice]:
-        """Consume one batch, yielding every slice it completes."""
-        pending: int | None = None   # offset of the documents not yet in buf
-        for start, end in spans(batch, "find batch"):
-            waiting = 0 if pending is None else start - pending
-            if self.count and len(self.buf) + waiting + end - start > self.limit:
-                if pending is not None:
-                    self.buf += batch[pending:start]
-                    pending = None
-                yield self._emit()
-            if pending is None:
-                pending = start
-            if self.count == 0:
-                self.first = (batch, start, end)
-            self.count += 1
-            self.last = (batch, start, end)
-        if pending is not None:
-            self.buf += batch[pending:]
-
-    def _emit(self) -> Slice:
-        assert self.first is not None and self.last is not None
-        b, s, e = self.first
-        first = b[s:e]
-        last = self.last_raw
-        assert last is not None
-        out = Slice(bytes(self.buf), self.count, len(self.buf), id_key(first), id_key(last),
-                    raw_id(last))
-        self.buf, self.count, self.first = bytearray(), 0, None
-        return out
-
-    def flush(self) -> Slice | None:
-        return self._emit() if self.count else None
+            yield doc.raw
 
 
 # -- the stored form -----------------------------------------------------------
