@@ -207,7 +207,13 @@ def _stack(request: pytest.FixtureRequest, kind: str, tmp_path: Path,
     from backupflows.catalog import migrate
 
     migrate.upgrade()
-    yield Stack(env, tmp_path, celery_workers)
+    stack = Stack(env, tmp_path, celery_workers)
+    yield stack
+    for worker in stack.workers:
+        # kill -9: SIGTERM to the whole process group can leave a billiard pool child
+        # deadlocked on the result queue lock, and the warm shutdown waits 15 s for it
+        if worker.proc.poll() is None:
+            worker.kill()
     from backupflows.catalog.db import dispose_engines
 
     dispose_engines(close=True)
