@@ -78,10 +78,12 @@ class HeadStore(HeadReader):
             w.rollback()
             raise
         w.commit()
-        self._checkpoint_soon()
+        self.checkpoint_soon()
 
-    def _checkpoint_soon(self) -> None:
-        """Hand the WAL checkpoint to the background thread (see checkpoint)."""
+    def checkpoint_soon(self) -> None:
+        """Hand the WAL checkpoint to the background thread (see checkpoint):
+        ``transaction()`` does after each commit; so should code that writes
+        through ``conn`` directly (the benchmarks' plain writes)."""
         cp = self._checkpointer
         if cp is None:
             page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]

@@ -1,8 +1,10 @@
 """One oplog entry, read from raw BSON without decoding its payload.
 
 ``parse`` walks the top-level fields once and keeps offsets; ``o`` and ``o2``
-stay raw until an operation needs them. ``describe`` gives the ``ts``, ``op``
-and ``ns`` every error message names.
+stay raw until an operation needs them. Entries of a layout seen before (the
+same op/ns/ui bytes, then ``o``/``o2``, then the same fixed-size fields) are
+read by a few byte comparisons instead (``_Layouts``), with the same result.
+``describe`` gives the ``ts``, ``op`` and ``ns`` every error message names.
 """
 
 from __future__ import annotations
@@ -159,20 +161,150 @@ def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> En
     (``ts``/``t``) of ``outer``."""
     if type(raw) is not bytes:
         raw = bytes(raw)
-    e = Entry(raw)
     n = len(raw)
+    e = None
     try:
         if n < 5 or _i32(raw, 0)[0] != n or raw[-1] != 0:
             raise OplogError("corrupt BSON: the length prefix does not match the entry")
-        _walk(e, raw, n - 1)
+        e = _layouts.match(raw, n)
+        if e is None:
+            e = Entry(raw)
+            _walk(e, raw, n - 1)
+            learn = True
+        else:
+            learn = False
     except OplogError as exc:
-        raise e.error(str(exc)) from None
+        raise (e or Entry(raw)).error(str(exc)) from None
     except (struct.error, IndexError, ValueError, KeyError_, UnicodeDecodeError) as exc:
-        raise e.error(f"corrupt BSON: {exc}") from None
+        raise (e or Entry(raw)).error(f"corrupt BSON: {exc}") from None
     if outer is not None:
         _inherit(e, outer)
     _check(e)
+    if learn and e.op in CRUD_OPS:
+        _layouts.learn(raw, e)
     return e
+
+
+class _Layout:
+    """The byte layout of a family of entries (one server, op and
+    namespace): the same leading op/ns/ui elements byte for byte, then ``o``
+    (and ``o2``), then fixed-size elements with the same type and name bytes
+    at the same places (``ts``, ``t``, ``v``, ``wall``...)."""
+
+    __slots__ = ("prefix", "o_at", "op", "ns", "ui", "o2", "suffix_len", "headers",
+                 "ts_at", "t_at")
+
+    def __init__(self, prefix: bytes, e: Entry, o2: bool, suffix_len: int,
+                 headers: tuple[tuple[int, bytes], ...], ts_at: int, t_at: int) -> None:
+        self.prefix, self.o_at = prefix, 4 + len(prefix)
+        self.op, self.ns, self.ui, self.o2 = e.op, e.ns, e.ui, o2
+        self.suffix_len, self.headers, self.ts_at, self.t_at = suffix_len, headers, ts_at, t_at
+
+
+_PREFIX_NAMES = frozenset((b"op", b"ns", b"ui", b"v"))
+_SUFFIX_RARE = _RARE - {b"t"}
+
+
+class _Layouts:
+    """Entries of a known layout are read by a few byte comparisons instead
+    of a walk: ``match`` gives exactly what ``_walk`` would (or None), and
+    layouts are learned from walked CRUD entries (at most ``MAX``, oldest
+    dropped; a walk that finds no layout is retried only every ``RETRY``
+    walks, so entries of unusual shapes pay almost nothing)."""
+
+    MAX, RETRY = 8, 32
+
+    def __init__(self) -> None:
+        self.known: list[_Layout] = []
+        self.walks = 0
+
+    def match(self, raw: bytes, n: int) -> Entry | None:
+        for lay in self.known:
+            if raw.startswith(lay.prefix, 4):
+                try:
+                    e = self._match(lay, raw, n)
+                except struct.error:  # truncated: the walk names the problem
+                    return None
+                if e is not None:
+                    return e
+        return None
+
+    @staticmethod
+    def _match(lay: _Layout, raw: bytes, n: int) -> Entry | None:
+        vs = lay.o_at + 3
+        if not raw.startswith(b"\x03o\x00", lay.o_at):
+            return None
+        ve = end = vs + _i32(raw, vs)[0]
+        if ve < vs + 5:
+            return None
+        if lay.o2:
+            if not raw.startswith(b"\x03o2\x00", ve):
+                return None
+            end = ve + 4 + _i32(raw, ve + 4)[0]
+            if end < ve + 9:
+                return None
+        if n - 1 - end != lay.suffix_len:
+            return None
+        for at, header in lay.headers:
+            if not raw.startswith(header, end + at):
+                return None
+        e = Entry(raw)
+        e.op, e.ns, e.o_span = lay.op, lay.ns, (vs, ve)
+        if lay.ui is not None:
+            e.ui = lay.ui
+        if lay.o2:
+            e.o2_span = (ve + 4, end)
+        if lay.ts_at >= 0:
+            e.ts = _u64(raw, end + lay.ts_at)[0]
+        if lay.t_at >= 0:
+            e.t = _i64(raw, end + lay.t_at)[0]
+        return e
+
+    def learn(self, raw: bytes, e: Entry) -> None:
+        self.walks += 1
+        if (self.walks - 1) % self.RETRY:
+            return
+        lay = _layout_of(raw, e)
+        if lay is not None:
+            self.walks = 0
+            if len(self.known) >= self.MAX:
+                del self.known[0]
+            self.known.append(lay)
+
+
+def _layout_of(raw: bytes, e: Entry) -> _Layout | None:
+    """The layout of a walked entry, if it has one ``_Layouts`` can match."""
+    elements = []
+    pos, end = 4, len(raw) - 1
+    while pos < end:
+        ne = raw.index(0, pos + 1)
+        ve = skip_value(raw[pos], raw, ne + 1)
+        elements.append((pos, raw[pos], raw[pos + 1:ne], ne + 1, ve))
+        pos = ve
+    names = [el[2] for el in elements]
+    if b"o" not in names:
+        return None
+    i = names.index(b"o")
+    if elements[i][1] != 0x03 or not set(names[:i]) <= _PREFIX_NAMES:
+        return None
+    has_o2 = i + 1 < len(elements) and names[i + 1] == b"o2" and elements[i + 1][1] == 0x03
+    rest = elements[i + 2 if has_o2 else i + 1:]
+    base = elements[i + 1][4] if has_o2 else elements[i][4]  # where the fixed part starts
+    headers, ts_at, t_at = [], -1, -1
+    for start, t, name, vs, _ve in rest:
+        if _SIZE[t] < 0 or name in _SUFFIX_RARE or name in (b"o", b"o2", b"lsid", b"ui"):
+            return None
+        if name == b"t" and t != 0x12:
+            return None
+        headers.append((start - base, raw[start:vs]))
+        if name == b"ts" and t == 0x11:
+            ts_at = vs - base
+        elif name == b"t":
+            t_at = vs - base
+    return _Layout(raw[4:elements[i][0]], e, has_o2, end - base, tuple(headers), ts_at, t_at)
+
+
+_layouts = _Layouts()
 
 
 def _walk(e: Entry, raw: bytes, end: int) -> None:
