@@ -10,7 +10,6 @@ An existing ``FILE`` is refused.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,6 +18,7 @@ from backupflows.mongodump import ArchiveWriter
 from backupflows.mongodump.errors import DumpFormatError
 from backupflows.restore.destination import Destination
 from backupflows.restore.plan import Item
+from backupflows.restore.verify import Checked
 
 BUFFER = 1 << 20
 
@@ -49,13 +49,13 @@ class ArchiveDestination(Destination):
         for item in items:
             self.writer.add_namespace(item.meta)
 
-    def write(self, item: Item, docs: Iterable[bytes]) -> None:
+    def write(self, item: Item, stream: Checked) -> None:
         assert self.writer is not None
         try:
             if item.meta.has_data:
-                self.writer.write_documents(item.meta, docs)
+                self.writer.write_documents(item.meta, stream.docs())
             else:
-                for _ in docs:
+                for _ in stream.docs():
                     raise RestoreError(f"{item.ns} is a view and has documents")
             self.writer.end_namespace(item.meta)
         except DumpFormatError as exc:

@@ -11,11 +11,12 @@ every item after its stream is consumed, abort on any failure.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from backupflows.contenthash import ContentHash
+from backupflows.restore.hashpool import HashPool
 from backupflows.restore.plan import Item
 from backupflows.restore.verify import Checked
 
@@ -59,8 +60,8 @@ class Destination(ABC):
         """Refuse (``RestoreError``) before anything is written."""
 
     @abstractmethod
-    def write(self, item: Item, docs: Iterable[bytes]) -> None:
-        """Deliver one item (``docs`` must be consumed to its end)."""
+    def write(self, item: Item, stream: Checked) -> None:
+        """Deliver one item: read ``stream.docs()`` or ``stream.chunks()`` to its end."""
 
     @abstractmethod
     def finish(self) -> dict[str, Any]:
@@ -77,10 +78,15 @@ def deliver(items: list[Item], dest: Destination, progress: Progress | None = No
     progress.collections_total = len(items)
     verified: dict[str, dict[str, Any]] = {}
     dest.prepare(items)
+    pool = HashPool() if any(_pooled(i) for i in items) else None
     try:
         for item in items:
             progress.current = item.ns
-            checked = Checked(item.documents(), item.expected, item.ns, progress.add)
+            if item.blocks is not None:
+                checked = Checked(None, item.expected, item.ns, progress.add,
+                                  blocks=item.blocks(), pool=pool if _pooled(item) else None)
+            else:
+                checked = Checked(item.documents(), item.expected, item.ns, progress.add)
             dest.write(item, checked)
             h: ContentHash = checked.check()
             verified[item.ns] = {"source": item.source, "type": item.meta.type,
@@ -90,4 +96,15 @@ def deliver(items: list[Item], dest: Destination, progress: Progress | None = No
     except BaseException:
         dest.abort()
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     return Delivered(result, verified)
+
+
+POOL_MIN_DOCS = 50_000  # smaller collections hash inline (helpers cost a process start)
+
+
+def _pooled(item: Item) -> bool:
+    return item.blocks is not None and item.expected is not None \
+        and item.expected.count >= POOL_MIN_DOCS

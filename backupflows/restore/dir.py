@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from backupflows.errors import RestoreError
 from backupflows.mongodump import DumpWriter
 from backupflows.mongodump.errors import DumpFormatError
+from backupflows.mongodump.fileio import atomic_write
 from backupflows.restore.destination import Destination
 from backupflows.restore.plan import Item
+from backupflows.restore.verify import Checked
 
 MARKER = ".backupflows-restore"
 
@@ -69,10 +70,23 @@ class DirDestination(Destination):
             raise RestoreError(f"cannot create {self.path}: {exc.strerror or exc}") from None
         self.writer = DumpWriter(self.path, gzip=self.gzip, fsync=self.fsync)
 
-    def write(self, item: Item, docs: Iterable[bytes]) -> None:
-        assert self.writer is not None
+    def write(self, item: Item, stream: Checked) -> None:
+        """The ``.bson`` file from whole-document chunks (framing checked by the
+        stream), then the metadata file, each written atomically as
+        ``DumpWriter`` does."""
+        w = self.writer
+        assert w is not None
         try:
-            self.writer.write_collection(item.meta, docs)
+            w.db_dir(item.meta.db)
+            if item.meta.has_data:
+                with atomic_write(w.bson_path(item.meta), self.gzip, self.fsync) as out:
+                    for chunk in stream.chunks():
+                        out.write(chunk)
+            else:
+                for _ in stream.docs():
+                    raise RestoreError(f"{item.ns} is a view and has documents")
+            with atomic_write(w.metadata_path(item.meta), self.gzip, self.fsync) as out:
+                out.write(item.meta.to_json().encode("utf-8"))
         except DumpFormatError as exc:
             raise RestoreError(f"{item.ns}: {exc}") from exc
         except OSError as exc:

@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import tarfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,7 @@ from backupflows.restore.archive import ArchiveDestination
 from backupflows.restore.destination import Destination
 from backupflows.restore.dir import DirDestination
 from backupflows.restore.plan import Item
+from backupflows.restore.verify import Checked
 
 DEFAULT_TTL = 3600
 DEFAULT_USES = 1
@@ -97,9 +97,9 @@ class TarDestination(Destination):
         self.inner.prepare(items)
         self.tar = tarfile.open(self.partial, "w:gz", compresslevel=6)  # noqa: SIM115
 
-    def write(self, item: Item, docs: Iterable[bytes]) -> None:
+    def write(self, item: Item, stream: Checked) -> None:
         assert self.tar is not None and self.inner.writer is not None
-        self.inner.write(item, docs)
+        self.inner.write(item, stream)
         w = self.inner.writer
         files = [w.bson_path(item.meta)] if item.meta.has_data else []
         for path in [*files, w.metadata_path(item.meta)]:

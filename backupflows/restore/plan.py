@@ -27,7 +27,7 @@ from backupflows.mongodump.metadata import BUCKETS_PREFIX
 from backupflows.restore.select import Selection
 from backupflows.storage import snapshot as snap
 from backupflows.storage.blockstore import BlockStore
-from backupflows.storage.manifest import CollectionEntry, Manifest
+from backupflows.storage.manifest import FULL, CollectionEntry, Manifest
 
 _DECODE = CodecOptions(document_class=dict, tz_aware=False)
 _TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
@@ -48,6 +48,7 @@ class Namespace:
     count: int
     hash: str
     documents: Documents
+    blocks: Documents | None = None  # whole-document chunks, when stored as one full layer
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Item:
     meta: CollectionMeta        # target db/name, type, options, indexes, uuid
     documents: Documents        # raw documents in _id order (none for a view)
     expected: ContentHash | None  # None for a view
+    blocks: Documents | None = None  # the same documents as whole-document chunks
 
     @property
     def ns(self) -> str:
@@ -101,10 +103,10 @@ def _item(n: Namespace, db: str, name: str, buckets: Namespace | None) -> Item:
         if buckets is None:
             return Item(source, meta, _none, ContentHash())
         return Item(source, meta, buckets.documents,
-                    ContentHash.from_hex(buckets.count, buckets.hash))
+                    ContentHash.from_hex(buckets.count, buckets.hash), buckets.blocks)
     assert n.type == COLLECTION, n.type
     meta = CollectionMeta(db, name, COLLECTION, _decode(n.options), indexes, n.uuid)
-    return Item(source, meta, n.documents, ContentHash.from_hex(n.count, n.hash))
+    return Item(source, meta, n.documents, ContentHash.from_hex(n.count, n.hash), n.blocks)
 
 
 def _check_unique(items: list[Item]) -> None:
@@ -130,8 +132,12 @@ def _from_entry(store: BlockStore, c: CollectionEntry, prefetch: int) -> Namespa
     def documents() -> Iterator[bytes]:
         return snap.read_entry(store, c, prefetch)
 
+    def blocks() -> Iterator[bytes]:  # a full layer's blocks are documents back to back
+        return store.iter_blocks([b.id for b in c.layers[0].blocks], prefetch)
+
+    single = c.holds_documents and len(c.layers) == 1 and c.layers[0].kind == FULL
     return Namespace(c.db, c.name, c.type, c.uuid, c.options, c.indexes, c.count, c.hash,
-                     documents if c.holds_documents else _none)
+                     documents if c.holds_documents else _none, blocks if single else None)
 
 
 def from_head(view: HeadReader) -> list[Namespace]:

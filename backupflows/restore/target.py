@@ -31,6 +31,7 @@ from backupflows.mongodump.metadata import TIMESERIES, VIEW
 from backupflows.redact import redact_text, redact_uri
 from backupflows.restore.destination import Destination
 from backupflows.restore.plan import Item
+from backupflows.restore.verify import Checked
 
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 * 1024 * 1024
@@ -90,7 +91,7 @@ class TargetDestination(Destination):
 
     # -- write -------------------------------------------------------------------------
 
-    def write(self, item: Item, docs: Iterable[bytes]) -> None:
+    def write(self, item: Item, stream: Checked) -> None:
         db = self.client[item.meta.db]
         try:
             if self.drop:
@@ -99,9 +100,9 @@ class TargetDestination(Destination):
         except PyMongoError as exc:
             raise self._fail(f"creating {item.ns}", exc) from None
         if item.meta.has_data:
-            self._insert(db[item.meta.data_name], item.ns, docs)
+            self._insert(db[item.meta.data_name], item.ns, stream.docs())
         else:
-            for _ in docs:
+            for _ in stream.docs():
                 raise RestoreError(f"{item.ns} is a view and has documents")
         try:
             self._indexes(db, item)

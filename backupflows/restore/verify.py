@@ -1,67 +1,171 @@
 """Verification of what a restore actually delivers.
 
 Every document handed to a destination passes through a ``Checked`` stream
-that counts it and adds it to a content hash (``backupflows.contenthash``:
-raw bytes, field order included). When the stream ends, the count and hash
+that counts it and adds it to the content hash of ``backupflows.contenthash``
+(raw bytes, field order included). When the stream ends, the count and hash
 must equal the ones recorded at snapshot time (or, for a point in time, the
 rolled-forward head's). Block hashes are checked by the blockstore read
 itself (``BlockStore.get_block``). Any mismatch is a ``RestoreError``: the
 restore fails and is never marked done.
+
+A stream is read either document by document (``docs()``) or as chunks of
+whole documents back to back (``chunks()``, what a ``.bson`` file holds).
+Its source is either a document iterator or, for a collection stored as one
+full layer, the blocks themselves: then chunks pass through untouched and
+only the hashing walks the documents (no per-document objects), on the
+helper processes of a ``HashPool`` when one is given (the restore writes
+while they hash; the verdict waits for every chunk's answer).
 """
 
 from __future__ import annotations
 
+import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from hashlib import blake2b
 
 from backupflows.contenthash import ContentHash
 from backupflows.errors import RestoreError, StorageError
+from backupflows.restore.hashpool import HashPool
 
 Progress = Callable[[int, int], None]  # (documents, bytes) since the last call
+CHUNK_BYTES = 1 << 20
+_MOD = 1 << 256
+_I32 = struct.Struct("<i").unpack_from
+
+
+def hash_chunk(data: bytes, what: str) -> tuple[int, int]:
+    """(documents, sum of their digests) of whole documents back to back."""
+    view = memoryview(data)
+    pos, end, n, total = 0, len(data), 0, 0
+    from_bytes, i32 = int.from_bytes, _I32
+    while pos < end:
+        size = i32(data, pos)[0] if end - pos >= 5 else 0
+        if size < 5 or pos + size > end or data[pos + size - 1] != 0:
+            raise RestoreError(f"{what}: bad document length {size} at offset {pos}")
+        total += from_bytes(blake2b(view[pos:pos + size], digest_size=32).digest(), "big")
+        pos += size
+        n += 1
+    return n, total
 
 
 class Checked:
-    """Iterate ``docs`` (raw BSON), hashing them; ``check()`` once consumed."""
+    """A verified stream of one item (see the module docstring); ``check()``
+    once it is consumed."""
 
-    def __init__(self, docs: Iterable[bytes], expected: ContentHash | None, what: str,
-                 progress: Progress | None = None, every: int = 2000) -> None:
-        self.docs = docs
+    def __init__(self, docs: Iterable[bytes] | None, expected: ContentHash | None, what: str,
+                 progress: Progress | None = None, *,
+                 blocks: Iterable[bytes] | None = None, pool: HashPool | None = None) -> None:
+        if (docs is None) == (blocks is None):
+            raise ValueError("a checked stream reads documents or blocks")
+        self._docs, self._blocks, self.pool = docs, blocks, pool
         self.expected = expected
         self.what = what
         self.progress = progress
-        self.every = every
-        self.seen = ContentHash()
+        self.count = 0
+        self.total = 0
         self.nbytes = 0
         self.finished = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        h, progress, every = self.seen, self.progress, self.every
-        n = nbytes = 0
+    # -- the two ways of reading --------------------------------------------------------
+
+    def docs(self) -> Iterator[bytes]:
+        """Documents one by one."""
+        if self._docs is None:
+            from backupflows.storage.layers import split_docs
+
+            for chunk in self.chunks():
+                yield from split_docs(chunk, self.what)
+            return
+        yield from self._each_doc()
+
+    def chunks(self) -> Iterator[bytes]:
+        """Whole documents back to back, about ``CHUNK_BYTES`` at a time."""
+        if self._blocks is None:
+            yield from _joined(self._each_doc())
+            return
+        pending: deque[tuple[Future[tuple[int, int]], int]] = deque()
         try:
-            for doc in self.docs:
-                h.add(doc)
+            for data in self._blocks:
+                if self.pool is None:
+                    n, total = hash_chunk(data, self.what)
+                    self._account(n, total, len(data))
+                else:
+                    pending.append((self.pool.submit(data), len(data)))
+                    while pending and pending[0][0].done():
+                        self._settle(*pending.popleft())
+                yield data
+            while pending:
+                self._settle(*pending.popleft())
+        except StorageError as exc:
+            raise RestoreError(f"{self.what}: reading the snapshot failed: {exc}") from exc
+        self.finished = True
+
+    def _settle(self, fut: Future[tuple[int, int]], size: int) -> None:
+        try:
+            n, total = fut.result()
+        except RestoreError as exc:
+            raise RestoreError(f"{self.what}: {exc}") from None
+        self._account(n, total, size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.docs()
+
+    def _each_doc(self) -> Iterator[bytes]:
+        assert self._docs is not None
+        from_bytes = int.from_bytes
+        n = nbytes = total = 0
+        try:
+            for doc in self._docs:
+                total += from_bytes(blake2b(doc, digest_size=32).digest(), "big")
                 nbytes += len(doc)
                 n += 1
-                if progress is not None and n == every:
-                    progress(n, nbytes)
-                    self.nbytes += nbytes
-                    n = nbytes = 0
+                if n == 2000:
+                    self._account(n, total, nbytes)
+                    n = nbytes = total = 0
                 yield doc
         except StorageError as exc:
             raise RestoreError(f"{self.what}: reading the snapshot failed: {exc}") from exc
-        self.nbytes += nbytes
-        if progress is not None and n:
-            progress(n, nbytes)
+        self._account(n, total, nbytes)
         self.finished = True
+
+    def _account(self, n: int, total: int, nbytes: int) -> None:
+        self.count += n
+        self.total = (self.total + total) % _MOD
+        self.nbytes += nbytes
+        if self.progress is not None and n:
+            self.progress(n, nbytes)
+
+    # -- the verdict -------------------------------------------------------------------
+
+    @property
+    def seen(self) -> ContentHash:
+        return ContentHash(self.count, self.total)
 
     def check(self) -> ContentHash:
         """Raise ``RestoreError`` unless every document was read and the
         count and hash match; returns what was delivered."""
         if not self.finished:
             raise RestoreError(f"{self.what}: the document stream was not read to its end")
-        if self.expected is not None and (self.seen.count, self.seen.total) != (
+        seen = self.seen
+        if self.expected is not None and (seen.count, seen.total) != (
                 self.expected.count, self.expected.total):
             raise RestoreError(
-                f"{self.what}: verification failed: delivered {self.seen.count} documents "
-                f"/{self.seen.hexdigest()[:16]}, recorded {self.expected.count} "
+                f"{self.what}: verification failed: delivered {seen.count} documents "
+                f"/{seen.hexdigest()[:16]}, recorded {self.expected.count} "
                 f"/{self.expected.hexdigest()[:16]}")
-        return self.seen
+        return seen
+
+
+def _joined(docs: Iterable[bytes]) -> Iterator[bytes]:
+    buf: list[bytes] = []
+    size = 0
+    for doc in docs:
+        buf.append(doc)
+        size += len(doc)
+        if size >= CHUNK_BYTES:
+            yield b"".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf)
