@@ -12,7 +12,8 @@ Run:  .venv/bin/python bench/bench_restore.py [--docs N] [--target-docs N]
 2. Restore to a directory: ``restic restore latest --target``, ``borg
    extract``, and ``backupflows`` (snapshot -> mongodump directory, block
    hashes, per-collection counts and content hashes verified), each into an
-   empty directory; wall time; our peak RSS.
+   empty directory after a ``sync``, interleaved ``--repeat`` times; median
+   wall time; our peak RSS.
 3. Point in time: ``--oplog`` update/insert/delete entries stored as oplog
    segments after the snapshot; a restore at the last one (snapshot loaded
    into a temporary head, entries applied, result written and verified):
@@ -244,7 +245,8 @@ def prepare(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> lis
     return ids
 
 
-def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any]) -> None:
+def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any],
+                 repeat: int = 3) -> None:
     restic, borg, dump = work / "restic", work / "borg", work / "dump"
     subprocess.run(["restic", "init", "--repo", str(restic)], env=env, check=True,
                    capture_output=True)
@@ -253,23 +255,33 @@ def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any]) -> Non
     snapbench.timed_cmd(["restic", "backup", "--repo", str(restic), "--compression", "auto",
                          "--quiet", str(dump)], env)
     snapbench.timed_cmd(["borg", "create", "-C", "zstd,3", f"{borg}::first", str(dump)], env)
+    runs: dict[str, list[float]] = {"restic": [], "borg": [], "ours": []}
     out: dict[str, Any] = {}
-    target = work / "r-restic"
-    out["restic_s"] = snapbench.timed_cmd(["restic", "restore", "latest", "--repo",
-                                           str(restic), "--target", str(target)], env)
-    out["restic_bytes"] = snapbench.du(target)
-    target = work / "r-borg"
-    target.mkdir()
-    start = time.perf_counter()
-    subprocess.run(["borg", "extract", f"{borg}::first"], env=env, check=True, cwd=target,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    out["borg_s"] = time.perf_counter() - start
-    out["borg_bytes"] = snapbench.du(target)
-    ours = run_child(work, "dir", str(work / "r-ours"))
-    assert ours["state"] == "done", ours
-    out.update(ours_s=ours["wall"], ours_bytes=snapbench.du(work / "r-ours"),
-               ours_rss_mb=ours["rss_mb"], ours_docs=ours["result"]["docs"],
-               ours_verified=ours["result"]["verified"])
+    for _ in range(repeat):  # interleaved, each into an empty directory after a sync
+        for d in ("r-restic", "r-borg", "r-ours"):
+            shutil.rmtree(work / d, ignore_errors=True)
+        os.sync()
+        runs["restic"].append(snapbench.timed_cmd(
+            ["restic", "restore", "latest", "--repo", str(restic), "--target",
+             str(work / "r-restic")], env))
+        os.sync()
+        target = work / "r-borg"
+        target.mkdir()
+        start = time.perf_counter()
+        subprocess.run(["borg", "extract", f"{borg}::first"], env=env, check=True, cwd=target,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        runs["borg"].append(time.perf_counter() - start)
+        os.sync()
+        ours = run_child(work, "dir", str(work / "r-ours"))
+        assert ours["state"] == "done", ours
+        runs["ours"].append(ours["wall"])
+    for tool, times in runs.items():
+        out[f"{tool}_runs"] = [round(t, 3) for t in times]
+        out[f"{tool}_s"] = sorted(times)[len(times) // 2]  # median
+    out["restic_bytes"] = snapbench.du(work / "r-restic")
+    out["borg_bytes"] = snapbench.du(work / "r-borg")
+    out.update(ours_bytes=snapbench.du(work / "r-ours"), ours_rss_mb=ours["rss_mb"],
+               ours_docs=ours["result"]["docs"], ours_verified=ours["result"]["verified"])
     report["dir"] = out
     for d in ("r-restic", "r-borg", "r-ours"):
         shutil.rmtree(work / d, ignore_errors=True)
@@ -333,7 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "oplog": args.oplog}
     try:
         ids = prepare(work, args, report)
-        restore_dirs(work, env, report)
+        restore_dirs(work, env, report, args.repeat)
         restore_pit(work, ids, args.oplog, report)
         restore_target(work, args.target_docs, report)
         report["targets"] = targets(report)
@@ -350,7 +362,8 @@ def print_table(r: dict[str, Any]) -> None:
           f"{r['snapshot']['bytes_stored'] / 1e6:.0f} MB stored")
     print("restore to a directory:")
     for tool in ("restic", "borg", "ours"):
-        print(f"  {tool:7} {d[tool + '_s']:7.2f} s  {d[tool + '_bytes'] / 1e6:8.1f} MB")
+        print(f"  {tool:7} {d[tool + '_s']:7.2f} s (median of {d[tool + '_runs']})  "
+              f"{d[tool + '_bytes'] / 1e6:8.1f} MB")
     print(f"  ours: {d['ours_docs']:,} documents verified, peak RSS {d['ours_rss_mb']:.0f} MB")
     print(f"point in time: {p['entries']:,} entries rolled forward at "
           f"{p['entries_per_s']:,.0f}/s (snapshot load {p['load_s']:.1f} s, apply "
@@ -367,6 +380,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1_600_000)
     parser.add_argument("--target-docs", type=int, default=100_000)
     parser.add_argument("--oplog", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3, help="directory restores per tool")
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)

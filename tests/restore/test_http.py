@@ -171,3 +171,16 @@ def test_routes_are_a_table_open_to_extension(api: Client) -> None:
         assert status == 200 and body == {"restores_total": 0}
     finally:
         http.ROUTES.pop()
+
+
+def test_serve_needs_an_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backupflows.errors import ConfigError
+
+    monkeypatch.delenv("BACKUPFLOWS_API_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="BACKUPFLOWS_API_TOKEN must be set"):
+        http.api_token()
+    monkeypatch.setenv("BACKUPFLOWS_API_TOKEN", "short")
+    with pytest.raises(ConfigError):
+        http.api_token()
+    monkeypatch.setenv("BACKUPFLOWS_API_TOKEN", TOKEN)
+    assert http.api_token() == TOKEN
