@@ -65,7 +65,7 @@ class Applier:
         stats = ApplyStats()
         it = iter(entries)
         while True:
-            batch = [_raw(x) for x in islice(it, batch_size)]
+            batch = [x if type(x) is bytes else _raw(x) for x in islice(it, batch_size)]
             if not batch:
                 return stats
             self._apply_batch(batch, stats)
