@@ -19,7 +19,6 @@ while they hash; the verdict waits for every chunk's answer).
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -28,25 +27,19 @@ from hashlib import blake2b
 from backupflows.contenthash import ContentHash
 from backupflows.errors import RestoreError, StorageError
 from backupflows.restore.hashpool import HashPool
+from backupflows.restore.hashworker import hash_documents
 
 Progress = Callable[[int, int], None]  # (documents, bytes) since the last call
 CHUNK_BYTES = 1 << 20
 _MOD = 1 << 256
-_I32 = struct.Struct("<i").unpack_from
+_TEMPLATE = blake2b(digest_size=32)
 
 
 def hash_chunk(data: bytes, what: str) -> tuple[int, int]:
     """(documents, sum of their digests) of whole documents back to back."""
-    view = memoryview(data)
-    pos, end, n, total = 0, len(data), 0, 0
-    from_bytes, i32 = int.from_bytes, _I32
-    while pos < end:
-        size = i32(data, pos)[0] if end - pos >= 5 else 0
-        if size < 5 or pos + size > end or data[pos + size - 1] != 0:
-            raise RestoreError(f"{what}: bad document length {size} at offset {pos}")
-        total += from_bytes(blake2b(view[pos:pos + size], digest_size=32).digest(), "big")
-        pos += size
-        n += 1
+    n, total, size = hash_documents(data)
+    if n < 0:
+        raise RestoreError(f"{what}: bad document length {size} at offset {total}")
     return n, total
 
 
@@ -114,11 +107,13 @@ class Checked:
 
     def _each_doc(self) -> Iterator[bytes]:
         assert self._docs is not None
-        from_bytes = int.from_bytes
+        from_bytes, fresh = int.from_bytes, _TEMPLATE.copy
         n = nbytes = total = 0
         try:
             for doc in self._docs:
-                total += from_bytes(blake2b(doc, digest_size=32).digest(), "big")
+                h = fresh()
+                h.update(doc)
+                total += from_bytes(h.digest(), "big")
                 nbytes += len(doc)
                 n += 1
                 if n == 2000:
