@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from backupflows.cli.deployments import require_catalog
 from backupflows.errors import BackupflowsError
+from backupflows.redact import redact_text
 
 _FINAL_BAD = {"failed", "stopped", "terminated", "resync_required"}
 
@@ -39,15 +42,31 @@ def start(name: str, wait: bool, timeout: int, no_check: bool, daemon_id: str | 
         preflight(name)
     ref = service.start_job(name, daemon_id or get_settings().daemon_id)
     if ref.action == "started":
-        workflows.launch_initial_sync(ref.job_id, ref.generation)
+        with queueing(name):
+            workflows.launch_initial_sync(ref.job_id, ref.generation)
         click.echo(f"job {ref.job_id} of {name}: initial sync started on daemon {ref.daemon_id}")
     elif ref.action == "restarted":
-        workflows.after_resync(ref.job_id, ref.generation, ref.daemon_id)
+        with queueing(name):
+            workflows.after_resync(ref.job_id, ref.generation, ref.daemon_id)
         click.echo(f"job {ref.job_id} of {name}: new initial sync (generation {ref.generation})")
     else:
         click.echo(f"job {ref.job_id} of {name}: resumed (routine)")
     if wait:
         wait_routine(name, timeout)
+
+
+@contextmanager
+def queueing(name: str) -> Iterator[None]:
+    """A broker that cannot be reached is one line; the job is recorded and the
+    reconcile dispatcher queues its work once the broker is back."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        raise BackupflowsError(f"the job of {name} is recorded but its work could not be "
+                               f"queued (broker unreachable: {redact_text(str(exc))}); it "
+                               "starts when the broker and a worker are back") from None
 
 
 def preflight(name: str) -> None:
@@ -130,7 +149,8 @@ def resync(name: str) -> None:
 
     require_catalog()
     ref = service.resync_job(name)
-    workflows.after_resync(ref.job_id, ref.generation, ref.daemon_id)
+    with queueing(name):
+        workflows.after_resync(ref.job_id, ref.generation, ref.daemon_id)
     click.echo(f"job {ref.job_id} of {name}: resync started (generation {ref.generation})")
 
 
@@ -143,5 +163,6 @@ def terminate(name: str) -> None:
 
     require_catalog()
     ref = service.terminate_job(name)
-    workflows.after_terminate(ref.job_id, ref.daemon_id)
+    with queueing(name):
+        workflows.after_terminate(ref.job_id, ref.daemon_id)
     click.echo(f"job {ref.job_id} of {name} terminated")

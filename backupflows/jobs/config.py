@@ -6,7 +6,9 @@ variable                      default  meaning
 ``LEASE_SECONDS``             60       a claim on a job's oplog/head work or on a range
                                        lasts this long unless renewed (a killed
                                        worker's work is taken over after it)
-``OPLOG_ROUND_SECONDS``       5        one oplog round reads for at most this long
+``OPLOG_ROUND_SECONDS``       1        one oplog round reads for at most this long
+``OPLOG_AWAIT_MS``            200      ... and ends when a read waited this long for a
+                                       new entry (caught up)
 ``OPLOG_ROUND_BYTES``         16MiB    ... or this many bytes of entries (one segment)
 ``OPLOG_INTERVAL``            2        beat: seconds between oplog round dispatches
 ``APPLY_INTERVAL``            2        beat: seconds between apply round dispatches
@@ -41,7 +43,8 @@ class JobConfig:
     """See the module docstring."""
 
     lease_seconds: int = 60
-    oplog_round_seconds: int = 5
+    oplog_round_seconds: int = 1
+    oplog_await_ms: int = 200
     oplog_round_bytes: int = 16 * MiB
     oplog_interval: int = 2
     apply_interval: int = 2
@@ -58,8 +61,8 @@ class JobConfig:
         return max(self.lease_seconds, 3 * self.oplog_round_seconds)
 
 
-_COUNTS = ("lease_seconds", "oplog_round_seconds", "oplog_interval", "apply_interval",
-           "reconcile_interval", "requeue_seconds", "max_ranges", "apply_batch",
+_COUNTS = ("lease_seconds", "oplog_round_seconds", "oplog_await_ms", "oplog_interval",
+           "apply_interval", "reconcile_interval", "requeue_seconds", "max_ranges", "apply_batch",
            "source_retries", "source_timeout")
 
 

@@ -7,6 +7,11 @@ the new position in ONE catalog transaction, conditional on the lease and on
 the position it started from, so a repeated or concurrent round can never
 record the same entries twice or leave a hole.
 
+A round ends after ``OPLOG_ROUND_SECONDS``, at its size limit, or as soon
+as a read waits ``OPLOG_AWAIT_MS`` without a new entry (caught up: the
+newest entry it stored was the source's newest, so the lag is zero when the
+head has applied it).
+
 A round that finds the entries after the last stored one gone (the capped
 oplog rolled over) marks the job ``resync_required`` with the reason and,
 when the job has ``auto_resync``, starts the next generation's initial sync
@@ -23,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from backupflows.catalog import optime
 from backupflows.catalog.db import session_scope
-from backupflows.catalog.models import BackupJob, OplogSegment, utcnow
+from backupflows.catalog.models import BackupJob, JobState, OplogSegment, utcnow
 from backupflows.errors import SourceError
 from backupflows.jobs import resources
 from backupflows.jobs.config import job_config
@@ -51,6 +56,7 @@ class RoundResult:
     more: bool = False
     new_generation: int | None = None
     daemon_id: str = ""
+    routine: bool = False
 
 
 def oplog_round(job_id: int, owner: str, token: str | None = None) -> RoundResult:
@@ -60,7 +66,7 @@ def oplog_round(job_id: int, owner: str, token: str | None = None) -> RoundResul
         if job is None or job.state not in ACTIVE or job.oplog_ts is None:
             return RoundResult("skipped")
         generation, after, uri = job.generation, job.oplog_ts, job.deployment.uri
-        daemon_id = job.daemon_id or ""
+        daemon_id, routine = job.daemon_id or "", job.state == JobState.ROUTINE
     cfg = job_config()
     with session_scope() as s:
         if not take_job_lease(s, job_id, OPLOG, owner, cfg.oplog_lease_seconds, states=ACTIVE,
@@ -68,20 +74,21 @@ def oplog_round(job_id: int, owner: str, token: str | None = None) -> RoundResul
             return RoundResult("busy")
     try:
         rnd = read_round(resources.source_client(uri), optime.unpack(after),
-                         max_seconds=cfg.oplog_round_seconds, max_bytes=cfg.oplog_round_bytes)
+                         max_seconds=cfg.oplog_round_seconds, max_bytes=cfg.oplog_round_bytes,
+                         until_caught_up=True, await_ms=cfg.oplog_await_ms)
     except SourceError as exc:
         _round_failed(job_id, owner, exc)
         raise
     if rnd.gap:
         return _gap(job_id, generation, rnd.gap_reason, daemon_id)
     result = _store(job_id, generation, owner, after, rnd)
-    result.daemon_id = daemon_id
+    result.daemon_id, result.routine = daemon_id, routine
     return result
 
 
 def _store(job_id: int, generation: int, owner: str, after: int, rnd: Round) -> RoundResult:
     last = optime.pack(rnd.last_ts)
-    caught_up = rnd.stop in ("time", "caught_up")
+    caught_up = rnd.stop == "caught_up"
     name = None
     if last > after:
         name = resources.segment_name(job_id, generation, after, last)

@@ -111,7 +111,10 @@ def slice_range(self: Task, range_id: int, job_id: int = 0, generation: int = 0)
 
 @app.task(name="backupflows.source.oplog_round", bind=True)
 def oplog_round(self: Task, job_id: int, token: str | None = None) -> str:
-    """One bounded oplog round; a full round queues the next one at once."""
+    """One bounded oplog round. A round that stored entries queues the next
+    round at once (the source is busy) and, in routine, an apply round on the
+    job's daemon (the head follows within a round); an idle source is polled
+    by the beat dispatcher."""
     try:
         result = oplogstore.oplog_round(job_id, _owner(self), token)
     except SourceError as exc:
@@ -119,8 +122,12 @@ def oplog_round(self: Task, job_id: int, token: str | None = None) -> str:
         return "error"
     if result.new_generation is not None:
         return _after(Outcome("gap", result.new_generation), job_id, result.daemon_id)
-    if result.more:
+    if result.status == "stored" or result.more:
         oplog_round.apply_async((job_id,))
+        if result.routine:
+            from backupflows.tasks import workflows
+
+            workflows.send_apply(job_id, result.daemon_id)
     return result.status
 
 

@@ -80,6 +80,11 @@ def after_terminate(job_id: int, daemon_id: str) -> None:
     backup.purge_job.apply_async((job_id,), queue=STORAGE)
 
 
+def send_apply(job_id: int, daemon_id: str) -> None:
+    """An apply round for ``job_id`` now (a no-op if one is running)."""
+    backup.apply_round.apply_async((job_id, None, daemon_id), queue=_dq(daemon_id))
+
+
 def send(work: Work) -> None:
     """Queue one dispatched ``Work`` item."""
     if work.kind == "oplog_round":

@@ -62,10 +62,12 @@ def test_flower_lists_the_workflow_tasks_with_their_job(redis_stack: Stack, flow
     server, client = source_client()
     generate(client, databases=("shop",), collections=("orders", "events"),
              target_bytes=3 * 1024 * 1024, seed=1)
-    server.set_latency(20)
     stack.worker()
     assert requests.get(f"{flower}/api/tasks", timeout=5).status_code == 401  # auth required
     stack.cli("deployments", "add", "src", "--uri", server.uri)
+    # each getMore of the agent waits 400 ms: a slice task stays in PROGRESS between batches
+    server.faults.configure({"times": 30}, {"failCommands": ["getMore"], "blockConnection": True,
+                                            "blockTimeMS": 400, "appName": "backupflows"})
     stack.cli("jobs", "start", "src")
     progress: list[dict[str, Any]] = []
     deadline = time.monotonic() + 120
@@ -75,7 +77,7 @@ def test_flower_lists_the_workflow_tasks_with_their_job(redis_stack: Stack, flow
             if task["state"] == "PROGRESS" and task.get("result"):
                 progress.append({"name": task["name"], **json.loads(task["result"])})
         time.sleep(0.3)
-    server.set_latency(0)
+    server.faults.configure("off", {})
     job_id = stack.job("src")["job"]
     time.sleep(2)  # the last events reach Flower
     seen: dict[str, list[Any]] = {}

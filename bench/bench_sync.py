@@ -1,0 +1,304 @@
+"""Benchmark: a backup job's initial sync and routine lag, with real workers.
+
+Run:  .venv/bin/python bench/bench_sync.py [--mb 220] [--rate 2000] [--load-seconds 60]
+                                           [--redis] [--concurrency 2]
+
+1. A sandbox in its own process (``backupflows sandbox``) filled with
+   ``--mb`` MB of sample data (two databases x six collections).
+2. ``find``: a plain pymongo ``find()`` of every collection (raw documents),
+   the time the source needs to hand everything over: the reference.
+3. ``initial sync``: ``jobs start`` until the job is ``routine``, with one
+   ``backupflows worker -c N -B`` (embedded broker and SQLite catalog by
+   default, ``--redis`` for the local Redis + a PostgreSQL catalog of its
+   own); the phases from the event history (slicing, build + catch-up,
+   validation). Target: <= 1.3x the find.
+4. ``routine lag``: a ``WriteLoad`` at ``--rate`` writes/s for
+   ``--load-seconds``; every 0.25 s a marker write records (wall time, optime)
+   and a poller notes when the head's optime reaches it. Target: < 5 s.
+5. Peak RSS (VmHWM) of every worker process (main, pool, beat), sampled
+   throughout. Target: < 300 MB each.
+
+Prints a table and writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pymongo
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+
+from backupflows.sandbox.sampledata import WriteLoad, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CLI = [sys.executable, "-c", "from backupflows.cli import main; main()"]
+RAW = CodecOptions(document_class=RawBSONDocument)
+DATABASES = ("bench_shop", "bench_ops")
+LOAD_KINDS = ("orders", "events", "customers", "metrics")  # no uuid _ids: sandbox_requests.md
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def sandbox(oplog_mb: int) -> Any:
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "sandbox", "--port", str(port), "--oplog-size-mb",
+                             str(oplog_mb), "--noop-interval", "10"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    line = proc.stderr.readline() if proc.stderr else ""
+    if "listening" not in line:
+        raise SystemExit(f"sandbox did not start: {line}")
+    try:
+        yield f"mongodb://127.0.0.1:{port}/?replicaSet=rs0", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def plain_find(client: pymongo.MongoClient) -> dict[str, Any]:
+    docs = nbytes = 0
+    start = time.perf_counter()
+    for db in DATABASES:
+        for name in sorted(client[db].list_collection_names()):
+            for doc in client.get_database(db, codec_options=RAW)[name].find():
+                docs += 1
+                nbytes += len(doc.raw)
+    seconds = time.perf_counter() - start
+    return {"docs": docs, "bytes": nbytes, "seconds": seconds}
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of every process in the worker's process group, every 0.5 s."""
+
+    def __init__(self, pgid: int) -> None:
+        super().__init__(daemon=True)
+        self.pgid, self.peaks, self.stop = pgid, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.sample()
+
+    def sample(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(entry.name)) != self.pgid:
+                    continue
+                status = (entry / "status").read_text()
+            except (OSError, ProcessLookupError):
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            hwm = int(fields.get("VmHWM", "0 kB").split()[0]) // 1024
+            name = fields.get("Name", "?").strip()
+            key = f"{entry.name}"
+            self.peaks[key] = max(self.peaks.get(key, (0, name))[0], hwm), name
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args, self.workdir = args, workdir
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT),
+                    "BACKUPFLOWS_DATA_DIR": str(workdir / "data"),
+                    "BACKUPFLOWS_DAEMON_ID": f"bench{uuid.uuid4().hex[:6]}",
+                    "BACKUPFLOWS_LOG_LEVEL": "WARNING"}
+        self.cleanup: list[Any] = []
+
+    def setup_services(self) -> None:
+        if not self.args.redis:
+            return
+        import psycopg
+
+        name = f"bf_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        prefix = f"bfbench:{uuid.uuid4().hex[:8]}:"
+        self.env.update(BACKUPFLOWS_BROKER_URL="redis://127.0.0.1:6379/0",
+                        BACKUPFLOWS_RESULT_BACKEND="redis://127.0.0.1:6379/0",
+                        BACKUPFLOWS_BROKER_KEY_PREFIX=prefix,
+                        BACKUPFLOWS_CATALOG_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        self.cleanup.append(("postgres", name))
+        self.cleanup.append(("redis", prefix))
+
+    def teardown_services(self) -> None:
+        for kind, what in self.cleanup:
+            if kind == "postgres":
+                import psycopg
+
+                with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test",
+                                     autocommit=True) as c:
+                    c.execute(f'DROP DATABASE IF EXISTS "{what}" WITH (FORCE)')
+            else:
+                import redis
+
+                r = redis.Redis()
+                keys = list(r.scan_iter(match=what + "*", count=1000))
+                for i in range(0, len(keys), 500):
+                    r.delete(*keys[i:i + 500])
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True,
+                              timeout=3600)
+        if done.returncode != 0:
+            raise SystemExit(f"backupflows {' '.join(args)}: {done.stderr}")
+        return done.stdout
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "src", "--json"))[0]
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / "worker.log", "wb")  # noqa: SIM115 - lives with the worker
+        return subprocess.Popen(
+            [*CLI, "worker", "-c", str(self.args.concurrency), "-B", "-s",
+             str(self.workdir / "beat")], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def sync(self, uri: str) -> dict[str, Any]:
+        self.cli("db", "upgrade")
+        self.cli("deployments", "add", "src", "--uri", uri)
+        start = time.perf_counter()
+        self.cli("jobs", "start", "src", "--wait", "--timeout", "3600")
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "phases": self.phases()}
+
+    def phases(self) -> dict[str, float]:
+        from datetime import datetime
+
+        out = subprocess.run([*CLI[:2], "import json; from backupflows.jobs.status import "
+                              "status_rows, job_events; r = status_rows('src')[0]; "
+                              "print(json.dumps(job_events(r['job'])))"],
+                             env=self.env, capture_output=True, text=True, check=True)
+        events = json.loads(out.stdout)
+        at = {}
+        for e in events:
+            key = e["data"].get("to") or e["kind"]
+            at.setdefault(key, datetime.fromisoformat(e["created_at"]).timestamp())
+        first = at.get("sync.started", 0.0)
+        return {k: round(v - first, 2) for k, v in at.items()}
+
+
+def measure_lag(bench: Bench, client: pymongo.MongoClient, rate: float,
+                seconds: float) -> dict[str, Any]:
+    """Writes at ``rate``/s; every 0.25 s a marker write: (wall time, optime)."""
+    from backupflows.catalog import optime as packed
+
+    namespaces = [f"{db}.{k}" for db in DATABASES for k in LOAD_KINDS]
+    markers: list[tuple[float, Timestamp]] = []
+    lags: list[float] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        from backupflows.jobs.status import status_rows
+
+        while not stop.is_set() or markers:
+            head = status_rows("src")[0]["head_ts"]
+            if head:
+                ts = Timestamp(head["t"], head["i"])
+                now = time.time()
+                while markers and markers[0][1] <= ts:
+                    lags.append(now - markers.pop(0)[0])
+            time.sleep(0.05)
+
+    os.environ.update({k: v for k, v in bench.env.items() if k.startswith("BACKUPFLOWS_")})
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    marker = client.bench_marker.m
+    with WriteLoad(client, namespaces, rate_per_s=rate, seed=9) as load:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            with client.start_session() as session:
+                marker.insert_one({"_id": n}, session=session)
+                markers.append((time.time(), session.operation_time))
+            n += 1
+            time.sleep(0.25)
+    stats = load.stats
+    stop.set()
+    poller.join(120)
+    del packed
+    return {"writes_per_s": round(stats.rate, 1), "errors": stats.errors,
+            "markers": len(lags), "lag_max_s": round(max(lags), 2) if lags else None,
+            "lag_p50_s": round(statistics.median(lags), 2) if lags else None,
+            "lag_p95_s": round(sorted(lags)[int(0.95 * (len(lags) - 1))], 2) if lags else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mb", type=int, default=220)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--load-seconds", type=float, default=60)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--redis", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_sync_"))
+    bench = Bench(args, workdir)
+    bench.setup_services()
+    result: dict[str, Any] = {"benchmark": "bench_sync", "args": vars(args),
+                              "machine": {"cpus": os.cpu_count(),
+                                          "python": platform.python_version()}}
+    try:
+        with sandbox(oplog_mb=max(2048, args.mb * 4)) as (uri, _pid):
+            client: pymongo.MongoClient = pymongo.MongoClient(uri)
+            gen = generate(client, databases=DATABASES, target_bytes=args.mb * 1024 * 1024,
+                           seed=args.seed)
+            result["data"] = {"docs": gen.documents, "bytes": gen.bytes}
+            print(f"sample data: {gen}", flush=True)
+            result["find"] = plain_find(client)
+            print(f"plain find: {result['find']}", flush=True)
+            worker = bench.start_worker()
+            sampler = RssSampler(worker.pid)
+            sampler.start()
+            try:
+                time.sleep(3)
+                result["sync"] = bench.sync(uri)
+                result["sync"]["ratio_to_find"] = round(
+                    result["sync"]["seconds"] / result["find"]["seconds"], 2)
+                print(f"initial sync: {result['sync']}", flush=True)
+                result["lag"] = measure_lag(bench, client, args.rate, args.load_seconds)
+                print(f"routine lag: {result['lag']}", flush=True)
+            finally:
+                sampler.stop.set()
+                sampler.sample()
+                worker.terminate()
+                try:
+                    worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, 9)
+            result["rss_peak_mb"] = {f"{name}[{pid}]": mb
+                                     for pid, (mb, name) in sorted(sampler.peaks.items())}
+            print(f"peak RSS (MB): {result['rss_peak_mb']}", flush=True)
+    finally:
+        bench.teardown_services()
+        shutil.rmtree(workdir, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench_sync-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
