@@ -62,11 +62,11 @@ def test_flower_lists_the_workflow_tasks_with_their_job(redis_stack: Stack, flow
     server, client = source_client()
     generate(client, databases=("shop",), collections=("orders", "events"),
              target_bytes=3 * 1024 * 1024, seed=1)
-    stack.worker()
+    stack.worker(BACKUPFLOWS_SLICE_BYTES="32KiB")  # the first batch of a range makes slices
     assert requests.get(f"{flower}/api/tasks", timeout=5).status_code == 401  # auth required
     stack.cli("deployments", "add", "src", "--uri", server.uri)
     # each getMore of the agent waits 400 ms: a slice task stays in PROGRESS between batches
-    server.faults.configure({"times": 30}, {"failCommands": ["getMore"], "blockConnection": True,
+    server.faults.configure({"times": 200}, {"failCommands": ["getMore"], "blockConnection": True,
                                             "blockTimeMS": 400, "appName": "backupflows"})
     stack.cli("jobs", "start", "src")
     progress: list[dict[str, Any]] = []
