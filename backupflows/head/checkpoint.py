@@ -12,11 +12,14 @@ PASSIVE checkpoint (never blocks the writer or readers) unless one is
 already running. When every frame is copied the next write transaction
 restarts the log from its beginning, so the WAL stays about one batch long.
 
-Bounds, if the thread cannot keep up (a slow disk, a long-lived reader
-pinning old frames): the writer's own auto-checkpoint stays on as before
-(``schema.WAL_CHECKPOINT_BYTES``; it gives way, without waiting, while this
-thread holds the checkpoint lock), and past ``HARD_LIMIT_BYTES`` of log the
-store runs a blocking RESTART checkpoint itself (``over_limit``).
+If the thread cannot keep up (a disk slower than the applier): the writer's
+own auto-checkpoint stays on as before (``schema.WAL_CHECKPOINT_BYTES``; it
+gives way, without waiting, while this thread checkpoints), and past
+``CATCH_UP_BYTES`` of log the store waits for the running checkpoint and runs
+one itself (``catch_up``), so a slow disk slows the applier down instead of
+letting the log grow. Nothing here waits for readers: frames a long-lived
+reader still needs stay in the log until it ends, as with SQLite's own
+checkpoints.
 
 Durability is SQLite's: a checkpoint only copies frames of committed
 transactions, and a crash during one is repaired from the WAL at the next
@@ -28,7 +31,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-HARD_LIMIT_BYTES = 256 << 20
+CATCH_UP_BYTES = 256 << 20
 IDLE_SECONDS = 30.0  # the thread (and its connection) ends after this long without work
 
 
@@ -43,6 +46,7 @@ class Checkpointer:
         self.checkpoints = 0
         self.error: BaseException | None = None
         self._wake = threading.Event()
+        self._lock = threading.Lock()  # one checkpoint at a time: thread or writer
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -55,8 +59,11 @@ class Checkpointer:
                                             daemon=True)
             self._thread.start()
 
-    def over_limit(self) -> bool:
-        return self.log_bytes > HARD_LIMIT_BYTES
+    def catch_up(self, writer: sqlite3.Connection) -> None:
+        """If the log is past ``CATCH_UP_BYTES``: wait for the thread's
+        checkpoint, then checkpoint on the writer's connection."""
+        if self.log_bytes > CATCH_UP_BYTES:
+            self._checkpoint(writer)  # takes the lock: waits for the thread's one
 
     def close(self) -> None:
         """Stop the thread (after the checkpoint it may be running)."""
@@ -81,7 +88,9 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            _busy, log_frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            with self._lock:
+                _busy, log_frames, _done = conn.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # e.g. SQLITE_BUSY: the next poke retries
             self.error = exc
             return

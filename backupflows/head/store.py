@@ -11,9 +11,8 @@ disk.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import bson
 
@@ -88,10 +87,7 @@ class HeadStore(HeadReader):
         if cp is None:
             page_size = self.conn.execute("PRAGMA page_size").fetchone()[0]
             cp = self._checkpointer = Checkpointer(self.path, page_size)
-        if cp.over_limit():  # the thread does not keep up: wait for a full one
-            with suppress(sqlite3.OperationalError):
-                self.conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            cp.log_bytes = 0
+        cp.catch_up(self.conn)
         cp.poke()
 
     def prune_tombstones(self, mark: int) -> int:

@@ -66,18 +66,33 @@ def test_the_thread_ends_with_the_store_and_when_idle(tmp_path: Path,
     assert head._checkpointer is None
 
 
-def test_a_log_over_the_hard_limit_is_checkpointed_by_the_writer(
+def test_past_the_catch_up_size_the_writer_checkpoints_itself(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with HeadStore(tmp_path / "h.db") as head:
         _fill(head, 0, 500)
         cp = head._checkpointer
         assert cp is not None
         _wait_for(lambda: cp.checkpoints > 0)
-        monkeypatch.setattr(checkpoint, "HARD_LIMIT_BYTES", -1)
+        monkeypatch.setattr(checkpoint, "CATCH_UP_BYTES", -1)
         calls: list[str] = []
         head.conn.set_trace_callback(calls.append)
         _fill(head, 500, 500)
         head.conn.set_trace_callback(None)
-        assert "PRAGMA wal_checkpoint(RESTART)" in calls
+        assert "PRAGMA wal_checkpoint(PASSIVE)" in calls  # on the writer's connection
         assert head.content_hash(head.require("d", "c")).count == 1000
         assert head.integrity_check() == []
+
+
+def test_a_reader_pinning_the_log_does_not_stall_the_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint, "CATCH_UP_BYTES", -1)  # the writer checkpoints every time
+    with HeadStore(tmp_path / "h.db") as head:
+        _fill(head, 0, 100)
+        with head.snapshot() as snap:
+            seen = snap.content_hash(snap.require("d", "c")).count
+            start = time.monotonic()
+            for i in range(5):
+                _fill(head, 100 + i * 100, 100)
+            assert time.monotonic() - start < 10  # no waiting (60 s busy timeout) for the reader
+            assert snap.content_hash(snap.require("d", "c")).count == seen == 100
+        assert head.content_hash(head.require("d", "c")).count == 600
