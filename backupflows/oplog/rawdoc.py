@@ -1,8 +1,9 @@
 """Raw BSON pieces shared by the update appliers (delta, modifiers, replacement).
 
-The appliers never decode a whole document: they walk its elements as bytes,
-copy untouched elements as they are and build only the elements an update
-changes.  An *element* is ``type byte + name + NUL + value bytes``; a document
+These appliers never decode a whole document: they walk its elements as
+bytes, copy untouched elements as they are and build only the elements an
+update changes. (The ``$v: 2`` fast path in ``deltadict`` decodes with the C
+codec instead, only where that gives the same bytes.)  An *element* is ``type byte + name + NUL + value bytes``; a document
 is ``int32 length + elements + NUL``.
 """
 

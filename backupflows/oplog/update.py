@@ -2,8 +2,10 @@
 
 ``classify`` tells the three shapes of ``o`` apart (``shared/reference/oplog.md``,
 "Updates"); ``apply_delta`` (``$v: 2``), ``apply_modifiers`` (``$set``/``$unset``)
-and ``apply_replacement`` turn a raw BSON document into its post-image without
-decoding it; ``apply_update`` dispatches on the shape.  Finding the target
+and ``apply_replacement`` turn a raw BSON document into its post-image, byte
+exact (``apply_delta`` through the C codec where that is lossless, see
+``deltadict``; the others, and its fallback, by walking the raw bytes);
+``apply_update`` dispatches on the shape.  Finding the target
 document (by ``o2._id``) and the idempotency rules are the applier's work.
 """
 
