@@ -3,10 +3,12 @@
 ``roll_forward`` builds a temporary head (on the restore worker's disk):
 
 1. the snapshot's selected namespaces, created as the manifest records them
-   (type, UUID, options, indexes, in-progress index builds) and bulk-loaded
-   from the blockstore; each collection's stream is verified against the
-   manifest's count and content hash while it loads (block hashes are
-   checked by the read);
+   (type, UUID, options, indexes, in-progress index builds); a collection
+   whose documents the oplog may move wholesale (drop, rename, ...) is
+   bulk-loaded, its stream verified against the manifest's count and content
+   hash while it loads; of every other collection only the documents the
+   entries touch are loaded (``sparse``; block hashes are checked by every
+   read);
 2. the head's optime set to the snapshot's;
 3. the stored segments after the snapshot's optime applied with the
    ``Applier``, entries with ``snapshot optime < ts <= point`` only (the
@@ -17,9 +19,12 @@
    loaded and followed too, so a renamed-in collection arrives with its
    documents; only the selection is delivered.
 
-The head's per-collection counts and content hashes, kept by the Applier,
-are then the expected values of the restore's streams. Everything streams:
-memory does not grow with the snapshot or the oplog.
+The namespaces delivered are the head's: a sparse collection as the
+snapshot merged with the head's versions of its touched documents, a whole
+one from the head. Expected counts and hashes come from the head (kept by
+the Applier), corrected for sparse collections by the manifest's. Documents
+stream; memory grows with the number of touched documents (their keys) at
+most, not with the snapshot.
 
 Known limit: a multi-entry transaction whose first entries precede the
 snapshot's optime and whose commit follows it is applied without those
@@ -45,6 +50,8 @@ from backupflows.jobs.entryfilter import filter_entries
 from backupflows.mongodump.metadata import BUCKETS_PREFIX
 from backupflows.oplog.applier import Applier, ApplyStats
 from backupflows.oplog.segments import decode_segment, entry_ts
+from backupflows.restore import sparse
+from backupflows.restore.plan import Namespace, from_head
 from backupflows.restore.select import Selection
 from backupflows.restore.source import Source, format_point
 from backupflows.restore.verify import Checked
@@ -63,7 +70,8 @@ Report = Callable[[str, dict[str, int]], None]
 class RollForward:
     """What a roll-forward did."""
 
-    loaded: int = 0
+    loaded: int = 0            # documents loaded into the temporary head
+    sparse: int = 0            # collections loaded sparsely (touched documents only)
     entries: int = 0
     seconds_load: float = 0.0
     seconds_apply: float = 0.0
@@ -138,36 +146,44 @@ def selected(m: Manifest, filt: EntryFilter) -> list[CollectionEntry]:
 
 def roll_forward(head_path: Path, store: BlockStore, backend: Backend, m: Manifest,
                  source: Source, selection: Selection, deployment_filter: NamespaceFilter,
-                 *, batch_size: int = 1000, report: Report = _quiet) -> tuple[HeadStore, RollForward]:
-    """The temporary head at ``source.point`` (see the module docstring); the
-    caller closes it and removes its file."""
+                 *, batch_size: int = 1000, report: Report = _quiet
+                 ) -> tuple[HeadStore, RollForward, list[Namespace]]:
+    """The temporary head at ``source.point`` (see the module docstring) and
+    the namespaces to deliver from it; the caller closes the head and removes
+    its file."""
     if source.point is None:
         raise RestoreError("roll_forward needs a point in time")
     stats = RollForward()
     filt = EntryFilter(deployment_filter, selection)
+    lo, hi = source.snapshot_ts, source.point
     if not selection.is_everything:
-        lo, hi = source.snapshot_ts, source.point
         filt.extra = rename_sources([r for seg in source.segments for r in renames(
             _window(_segment(backend, seg.name), lo, hi))], selection)
+    touched = sparse.scan(e for seg in source.segments for e in filter_entries(
+        _window(_segment(backend, seg.name), lo, hi), filt))
     head = HeadStore(head_path)
     try:
         t0 = time.monotonic()
-        stats.loaded = _load(head, store, m, filt, report)
+        loaded = _load(head, store, m, filt, touched, report, stats)
         with head.transaction() as w:
             w.set_optime(source.snapshot_ts, m.optime_t)
         stats.seconds_load = time.monotonic() - t0
         t0 = time.monotonic()
         stats.entries = _apply(head, backend, source, filt, batch_size, report)
         stats.seconds_apply = time.monotonic() - t0
+        return head, stats, _namespaces(head, store, m, filt, touched, loaded)
     except BaseException:
         head.close()
         raise
-    return head, stats
 
 
 def _load(head: HeadStore, store: BlockStore, m: Manifest, filt: EntryFilter,
-          report: Report) -> int:
-    total = 0
+          touched: sparse.Touched, report: Report, stats: RollForward
+          ) -> dict[str, ContentHash]:
+    """Create every selected namespace; load whole the ones DDL may move,
+    only the touched documents of the others. Returns what was loaded
+    sparsely, per namespace."""
+    loaded: dict[str, ContentHash] = {}
     for c in selected(m, filt):
         head.ensure_collection(c.db, c.name, uuid=c.uuid, type=c.type, options=c.options,
                                indexes=c.indexes)
@@ -179,16 +195,43 @@ def _load(head: HeadStore, store: BlockStore, m: Manifest, filt: EntryFilter,
                     w.catalog.start_build(coll, build_uuid, specs)
         if not c.holds_documents:
             continue
-        checked = Checked(snap.read_entry(store, c, prefetch=4),
-                          ContentHash.from_hex(c.count, c.hash),
-                          f"snapshot {m.snapshot}: {c.ns}")
-        docs = iter(checked)
-        while chunk := list(islice(docs, LOAD_CHUNK)):
-            head.load_slice(c.db, c.name, chunk)
-            total += len(chunk)
-            report("load", {"docs": total})
-        checked.check()
-    return total
+        if touched.is_whole(c.ns):
+            stats.loaded += _load_whole(head, store, m, c, report, stats.loaded)
+        else:
+            loaded[c.ns] = sparse.load_sparse(head, store, c, touched.keys.get(c.ns, set()))
+            stats.loaded += loaded[c.ns].count
+            stats.sparse += 1
+    return loaded
+
+
+def _load_whole(head: HeadStore, store: BlockStore, m: Manifest, c: CollectionEntry,
+                report: Report, before: int) -> int:
+    checked = Checked(snap.read_entry(store, c, prefetch=4),
+                      ContentHash.from_hex(c.count, c.hash), f"snapshot {m.snapshot}: {c.ns}")
+    docs = iter(checked)
+    n = 0
+    while chunk := list(islice(docs, LOAD_CHUNK)):
+        head.load_slice(c.db, c.name, chunk)
+        n += len(chunk)
+        report("load", {"docs": before + n})
+    checked.check()
+    return n
+
+
+def _namespaces(head: HeadStore, store: BlockStore, m: Manifest, filt: EntryFilter,
+                touched: sparse.Touched, loaded: dict[str, ContentHash]) -> list[Namespace]:
+    """What to deliver: sparse collections merged with the snapshot, the rest
+    from the head."""
+    entries = {c.ns: c for c in selected(m, filt)}
+    heads = {n.db + "." + n.name: n for n in from_head(head)}
+    out = []
+    for c in head.collections():
+        if c.ns in loaded:
+            out.append(sparse.merged_namespace(head, c, entries[c.ns], store,
+                                               touched.keys.get(c.ns, set()), loaded[c.ns]))
+        else:
+            out.append(heads[c.ns])
+    return out
 
 
 def _apply(head: HeadStore, backend: Backend, source: Source, filt: EntryFilter,

@@ -320,15 +320,16 @@ def _deliver_pit(storage: Storage, runner: Runner, m: Any, src: source.Source, s
         runner.report(docs=counts.get("docs", 0))
 
     try:
-        head, stats = rollforward.roll_forward(tmp / "pit.head", storage.blocks,
-                                               storage.backend, m, src, sel, filt,
-                                               report=report)
-        info["roll_forward"] = {"loaded": stats.loaded, "entries": stats.entries,
+        head, stats, spaces = rollforward.roll_forward(tmp / "pit.head", storage.blocks,
+                                                       storage.backend, m, src, sel, filt,
+                                                       report=report)
+        info["roll_forward"] = {"loaded": stats.loaded, "sparse_collections": stats.sparse,
+                                "entries": stats.entries,
                                 "entries_per_second": round(stats.rate, 1),
                                 "seconds_load": round(stats.seconds_load, 3),
                                 "seconds_apply": round(stats.seconds_apply, 3)}
         try:
-            return _deliver(runner, plan.plan(plan.from_head(head), sel), dest)
+            return _deliver(runner, plan.plan(spaces, sel), dest)
         finally:
             head.close()
     finally:
