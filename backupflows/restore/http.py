@@ -199,7 +199,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             return route.handler(ctx, m)
         except NotFound as exc:
             return Response(HTTPStatus.NOT_FOUND, {"error": redact_text(str(exc))})
-        except (BackupflowsError, TypeError) as exc:
+        except (BackupflowsError, TypeError, ValueError) as exc:
             return Response(HTTPStatus.BAD_REQUEST, {"error": redact_text(str(exc))})
         except Exception as exc:  # noqa: BLE001 - one answer, never a dropped connection
             log.exception("%s %s failed", self.command, self.path)

@@ -316,8 +316,12 @@ def _deliver_pit(storage: Storage, runner: Runner, m: Any, src: source.Source, s
     tmp = Path(tempfile.mkdtemp(prefix=f"restore-{runner.id}-", dir=_workdir(workdir)))
 
     def report(step: str, counts: dict[str, int]) -> None:
-        runner.step = "rolling forward" if step == "apply" else "loading snapshot"
-        runner.report(docs=counts.get("docs", 0))
+        if step == "apply":
+            runner.step = f"rolling forward {counts.get('entries', 0)}"[:32]
+            runner.report()
+        else:
+            runner.step = "loading snapshot"
+            runner.report(docs=counts.get("docs", 0))
 
     try:
         head, stats, spaces = rollforward.roll_forward(tmp / "pit.head", storage.blocks,

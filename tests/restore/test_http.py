@@ -152,6 +152,9 @@ def test_bad_requests_and_idempotent_retries(api: Client, history: World) -> Non
     assert status == 400 and "destination" in body["error"]
     status, body, _ = api.call("POST", "/restores", {**_download_request(sid), "colour": 1})
     assert status == 400 and "colour" in body["error"]
+    status, body, _ = api.call("POST", "/restores", {**_download_request(sid),
+                                                     "snapshot_id": "abc"})
+    assert status == 400 and "abc" in body["error"]
     assert api.call("GET", "/restores/12345")[0] == 404
     assert api.call("DELETE", "/restores/1")[0] in (404, 405, 501)
     first = api.call("POST", "/restores", {**_download_request(sid), "request_id": "svc-1"})
