@@ -22,7 +22,7 @@ from backupflows.contenthash import ContentHash
 from backupflows.head import rawdoc
 from backupflows.head.catalog import COLLECTION, TIMESERIES, VIEW
 from backupflows.head.export import HeadReader
-from backupflows.mongodump import CollectionMeta
+from backupflows.mongodump import CollectionMeta, DumpReader
 from backupflows.mongodump.metadata import BUCKETS_PREFIX
 from backupflows.restore.select import Selection
 from backupflows.storage import snapshot as snap
@@ -153,3 +153,26 @@ def from_head(view: HeadReader) -> list[Namespace]:
         out.append(Namespace(c.db, c.name, c.type, c.uuid, c.options, view.indexes(c),
                              h.count, h.hexdigest(), documents if c.holds_documents else _none))
     return out
+
+
+def plan_dump(reader: DumpReader, recorded: dict[str, dict[str, Any]], selection: Selection
+              ) -> list[Item]:
+    """The items of a filesystem-store snapshot (a mongodump directory and the
+    counts and hashes recorded beside it), selected and renamed."""
+    items = []
+    for ns in reader:
+        if not selection.matches_ns(ns.namespace):
+            continue
+        meta = ns.meta or CollectionMeta(ns.db, ns.name)
+        db, name = selection.rename(ns.db, ns.name)
+        target = CollectionMeta(db, name, meta.type, meta.options, meta.indexes, meta.uuid)
+        rec = recorded.get(ns.namespace, {})
+        if meta.has_data and "count" not in rec:
+            from backupflows.errors import RestoreError
+
+            raise RestoreError(f"{ns.namespace}: no count and hash recorded for it")
+        expected = ContentHash.from_hex(rec["count"], rec["hash"]) if meta.has_data else None
+        items.append(Item(ns.namespace, target, ns.documents if meta.has_data else _none,
+                          expected))
+    _check_unique(items)
+    return sorted(items, key=lambda i: (i.meta.db, i.meta.name))

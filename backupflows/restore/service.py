@@ -273,15 +273,18 @@ def _execute(storage: Storage, runner: Runner, workdir: Path | None) -> dict[str
         raise RestoreError(f"snapshot {src.snapshot_id} is no longer restorable")
     runner.step = "reading"
     runner.report(force=True, snapshot_id=src.snapshot_id)
-    m = snapshots.open_snapshot(storage, src.snapshot_id)
     dest = _destination(kind, params, runner.id)
-    info: dict[str, Any] = {"source": {"snapshot": src.snapshot_id,
+    info: dict[str, Any] = {"source": {"snapshot": src.snapshot_id, "store": src.store,
                                        "snapshot_optime": source.format_point(src.snapshot_ts),
                                        "point": (source.format_point(src.point)
                                                  if src.point is not None else None)}}
-    if src.rolls_forward:
+    if src.store == "filesystem":
+        delivered = _deliver(runner, _fs_items(src, sel), dest)
+    elif src.rolls_forward:
+        m = snapshots.open_snapshot(storage, src.snapshot_id)
         delivered = _deliver_pit(storage, runner, m, src, sel, filt, dest, workdir, info)
     else:
+        m = snapshots.open_snapshot(storage, src.snapshot_id)
         items = plan.plan(plan.from_manifest(storage.blocks, m), sel)
         delivered = _deliver(runner, items, dest)
     result = {**info, **delivered.result, "collections": delivered.verified,
@@ -289,6 +292,22 @@ def _execute(storage: Storage, runner: Runner, workdir: Path | None) -> dict[str
     if kind == "download":
         _link(storage, runner.id, Path(_download_path(delivered.result)), params)
     return result
+
+
+def _fs_items(src: source.Source, sel: Selection) -> list[plan.Item]:
+    """Items of a filesystem-store snapshot (its directory and sidecar)."""
+    from backupflows.mongodump import DumpReader
+    from backupflows.mongodump.errors import DumpFormatError
+    from backupflows.storage import fsstore
+    from backupflows.storage.operations import fs_root
+
+    root = fs_root()
+    info = fsstore.read_info(root, src.deployment, src.snapshot_id)
+    try:
+        reader = DumpReader(fsstore.snapshot_dir(root, src.deployment, src.snapshot_id))
+    except DumpFormatError as exc:
+        raise RestoreError(f"filesystem snapshot {src.snapshot_id}: {exc}") from None
+    return plan.plan_dump(reader, info.get("collections", {}), sel)
 
 
 def _resolve(s: Session, row: Restore) -> source.Source:

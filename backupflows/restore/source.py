@@ -15,7 +15,9 @@ before P, plus every stored oplog entry with ``snapshot optime < ts <= P``
 of its oplog store, the stored segments form chains (each segment starts
 where the previous one ended); a gap (a missing segment) splits a chain. A
 done snapshot S inside a chain makes ``[S.optime, end of its chain]``
-restorable; overlapping ranges merge. Ranges are clipped to the job's
+restorable; overlapping ranges merge (blockstore snapshots only: a
+filesystem-store snapshot restores by id, not as the base of a point in
+time). Ranges are clipped to the job's
 point-in-time window (``pit_window_hours`` of its snapshot policy, counted
 back from now); a snapshot's own optime stays restorable by
 ``--snapshot ID``. A point outside every range (before the first snapshot,
@@ -111,6 +113,7 @@ class Source:
     generation: int
     point: int | None = None
     segments: list[Segment] = field(default_factory=list)
+    store: str = "blockstore"
 
     @property
     def rolls_forward(self) -> bool:
@@ -195,13 +198,10 @@ def resolve_snapshot(s: Session, name: str, snapshot_id: int) -> Source:
     owner = s.get(BackupJob, row.job_id) if row is not None else None
     if row is None or owner is None or owner.deployment_id != dep.id:
         raise NotFound(f"deployment {name!r} has no snapshot {snapshot_id}")
-    if row.store != "blockstore":
-        raise RestoreError(f"snapshot {snapshot_id} is in the filesystem store: restore it "
-                           "from its directory with mongorestore")
     if row.state != "done":
         raise RestoreError(f"snapshot {snapshot_id} is {row.state}, not restorable")
     return Source(dep.id, dep.name, row.job_id, row.id, int(row.optime_ts or 0),
-                  row.head_generation)
+                  row.head_generation, store=row.store)
 
 
 def resolve_point(s: Session, name: str, point: int, now: float | None = None) -> Source:

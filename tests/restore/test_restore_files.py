@@ -177,3 +177,18 @@ def test_refusals_before_anything_is_written(history: World, tmp_path: Path) -> 
     with pytest.raises(RestoreError, match="exactly one"):
         service.request(history.storage, deployment=history.name,
                         destination={"kind": "download"})
+
+
+def test_a_filesystem_store_snapshot_restores_by_id(history: World, tmp_path: Path) -> None:
+    from backupflows.storage import operations
+
+    sid = operations.take_fs(history.storage, history.job_id, history.head, history.name,
+                             generation=1)
+    state = expected_view(history.states[max(history.states)])
+    out = _restore(history, {"kind": "archive", "path": str(tmp_path / "fs.archive")},
+                   snapshot_id=sid, selection={"ns_from": ["app.*"], "ns_to": ["app2.*"]})
+    assert out["state"] == "done", out["error"]
+    assert out["result"]["source"]["store"] == "filesystem"
+    renames = {ns: "app2." + ns.split(".", 1)[1] for ns in state if ns.startswith("app.")}
+    assert_same(archive_view(read_archive((tmp_path / "fs.archive").read_bytes())),
+                expected_view(history.states[max(history.states)], renames))
