@@ -13,7 +13,9 @@ Run:  .venv/bin/python bench/bench_restore.py [--docs N] [--target-docs N]
    extract``, and ``backupflows`` (snapshot -> mongodump directory, block
    hashes, per-collection counts and content hashes verified), each into an
    empty directory after a ``sync``, interleaved ``--repeat`` times; median
-   wall time; our peak RSS.
+   wall time; our peak RSS. Diagnostic: the same blocks read, SHA-256
+   checked, decompressed and written WITHOUT the per-document content hash
+   (not a restore: it shows what that verification costs).
 3. Point in time: ``--oplog`` update/insert/delete entries stored as oplog
    segments after the snapshot; a restore at the last one (snapshot loaded
    into a temporary head, entries applied, result written and verified):
@@ -147,6 +149,9 @@ def child(work: Path, what: str, arg: str) -> None:
     from backupflows.storage.service import Storage
 
     storage = Storage.open(f"sqlite:///{work}/catalog.db", work / "store")
+    if what == "blocks":
+        blocks_only(storage, Path(arg))
+        return
     kw: dict[str, Any] = {"snapshot_id": 1}
     if what == "dir":
         dest: dict[str, Any] = {"kind": "dir", "path": arg}
@@ -161,6 +166,23 @@ def child(work: Path, what: str, arg: str) -> None:
     out = service.run(storage, req.id, "bench")
     wall = time.perf_counter() - start
     print(json.dumps({"wall": wall, "state": out["state"], "result": out["result"],
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def blocks_only(storage: Any, out: Path) -> None:
+    """Diagnostic, not a restore: the blocks of snapshot 1 read (SHA-256
+    checked, decompressed) and written as .bson files, with NO per-document
+    content hash: what the directory restore costs without that verification."""
+    from backupflows.storage import service
+
+    start = time.perf_counter()
+    m = service.open_snapshot(storage, 1)
+    out.mkdir(parents=True)
+    for c in m.collections:
+        with open(out / f"{c.db}.{c.name}.bson", "wb", buffering=1 << 20) as f:
+            for data in storage.blocks.iter_blocks([b.id for b in c.layers[0].blocks], 4):
+                f.write(data)
+    print(json.dumps({"wall": time.perf_counter() - start, "state": "done", "result": {},
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -255,7 +277,7 @@ def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any],
     snapbench.timed_cmd(["restic", "backup", "--repo", str(restic), "--compression", "auto",
                          "--quiet", str(dump)], env)
     snapbench.timed_cmd(["borg", "create", "-C", "zstd,3", f"{borg}::first", str(dump)], env)
-    runs: dict[str, list[float]] = {"restic": [], "borg": [], "ours": []}
+    runs: dict[str, list[float]] = {"restic": [], "borg": [], "ours": [], "blocks_only": []}
     out: dict[str, Any] = {}
     for _ in range(repeat):  # interleaved, each into an empty directory after a sync
         for d in ("r-restic", "r-borg", "r-ours"):
@@ -275,6 +297,9 @@ def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any],
         ours = run_child(work, "dir", str(work / "r-ours"))
         assert ours["state"] == "done", ours
         runs["ours"].append(ours["wall"])
+        shutil.rmtree(work / "r-blocks", ignore_errors=True)
+        os.sync()
+        runs["blocks_only"].append(run_child(work, "blocks", str(work / "r-blocks"))["wall"])
     for tool, times in runs.items():
         out[f"{tool}_runs"] = [round(t, 3) for t in times]
         out[f"{tool}_s"] = sorted(times)[len(times) // 2]  # median
@@ -365,6 +390,8 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"  {tool:7} {d[tool + '_s']:7.2f} s (median of {d[tool + '_runs']})  "
               f"{d[tool + '_bytes'] / 1e6:8.1f} MB")
     print(f"  ours: {d['ours_docs']:,} documents verified, peak RSS {d['ours_rss_mb']:.0f} MB")
+    print(f"  diagnostic: blocks read, checked and written without the per-document content "
+          f"hash: {d['blocks_only_s']:.2f} s (median of {d['blocks_only_runs']})")
     print(f"point in time: {p['entries']:,} entries rolled forward at "
           f"{p['entries_per_s']:,.0f}/s (snapshot load {p['load_s']:.1f} s, apply "
           f"{p['apply_s']:.1f} s, whole restore {p['wall_s']:.1f} s, RSS {p['rss_mb']:.0f} MB)")
