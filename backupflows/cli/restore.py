@@ -30,6 +30,11 @@ WAIT_POLL = 0.5
 
 
 def _storage() -> Storage:
+    """The configured storage, once the catalog is known to be migrated
+    (otherwise one line naming the fix)."""
+    from backupflows.catalog import migrate
+
+    migrate.require_current()
     return Storage.open()
 
 

@@ -12,10 +12,12 @@ import click
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0: any free).")
 def serve(host: str, port: int) -> None:
     """Serve POST/GET /restores and download links (BACKUPFLOWS_API_TOKEN required)."""
+    from backupflows.catalog import migrate
     from backupflows.restore import http
     from backupflows.storage.service import Storage
     from backupflows.tasks.restores import enqueue
 
+    migrate.require_current()
     storage = Storage.open()
     server = http.make_server(storage, lambda rid: enqueue(storage, rid), host, port)
     stop = threading.Event()
