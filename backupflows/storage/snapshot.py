@@ -127,10 +127,13 @@ class LayerWriter:
 
     def _settle(self, wait: bool) -> None:
         """Index uploaded blocks (all of them with ``wait``)."""
-        done = [(p, f) for p, f in self.uploads if wait or f.done()]
+        done: list = []
+        rest: list = []
+        for item in self.uploads:  # decide once per upload: it may finish meanwhile
+            (done if wait or item[1].done() else rest).append(item)
         if not done:
             return
-        self.uploads = [(p, f) for p, f in self.uploads if not (wait or f.done())]
+        self.uploads = rest
         for _, f in done:
             f.result()
         for ref in self.store.index([p for p, _ in done], self.snapshot_id).values():
