@@ -77,6 +77,12 @@ beat_schedule: dict[str, dict[str, Any]] = {
     "oplog-rounds": _dispatcher("backupflows.jobs.dispatch_oplog_rounds", _jobs.oplog_interval),
     "apply-rounds": _dispatcher("backupflows.jobs.dispatch_apply_rounds", _jobs.apply_interval),
     "reconcile": _dispatcher("backupflows.jobs.reconcile", _jobs.reconcile_interval),
+    # snapshots (issue 5): which jobs are due (their schedule is in the catalog),
+    # retention, grooms when garbage passes the threshold, weekly integrity check
+    "snapshots": _dispatcher("backupflows.storage.dispatch_snapshots", 60),
+    "expire-snapshots": _dispatcher("backupflows.storage.expire", 3600),
+    "groom-check": _dispatcher("backupflows.storage.groom_check", 3600),
+    "integrity-check": _dispatcher("backupflows.storage.integrity_check", 7 * 24 * 3600),
 }
 
 worker_hijack_root_logger = False

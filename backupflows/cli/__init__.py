@@ -34,6 +34,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
                 "Restore a snapshot or a point in time: directory, archive, download, URI."),
     "restores": ("backupflows.cli.restore:restores", "Restores: list, show."),
     "serve": ("backupflows.cli.serve:serve", "HTTP service: POST/GET /restores, downloads."),
+    "snapshots": ("backupflows.cli.snapshots:snapshots",
+                  "Snapshots: list, take, delete, schedule and retention."),
+    "groom": ("backupflows.cli.snapshots:groom", "Blockstore grooms: plan, run."),
 }
 
 

@@ -22,6 +22,7 @@ TASK_MODULES: list[str] = [
     "backupflows.tasks.system",
     "backupflows.tasks.backup",
     "backupflows.tasks.restores",
+    "backupflows.tasks.snapshots",
 ]
 
 
