@@ -3,6 +3,11 @@
 ``--json`` keys (stable): snapshots list -> a list of
 ``{"id", "job", "optime": {"t", "i"}, "wall_time", "kind", "store",
 "bytes_stored", "bytes_logical", "docs", "expires_at", "on_demand"}``;
+snapshots policy -> ``{"deployment", "job", "job_state", "interval_hours",
+"reference_hour", "reference_minute", "reference_time", "base_days",
+"daily_days", "weekly_weeks", "monthly_months", "pit_window_hours", "store",
+"gzip", "full_every", "full_delta_percent", "enabled", "last_scheduled",
+"next_due", "due_now"}`` (times ISO 8601 UTC; ``next_due`` null when disabled);
 groom plan -> ``{"dead_blocks", "dead_bytes", "live_bytes", "total_bytes",
 "total_blocks", "live_ratio", "manifests", "blocks"}``.
 """
@@ -17,12 +22,15 @@ import click
 
 from backupflows.catalog.optime import to_json
 from backupflows.catalog.snapshot_models import Snapshot
-from backupflows.errors import NotFound
 from backupflows.storage import groom as groom_mod
 from backupflows.storage import integrity, operations, service
+from backupflows.storage import policy as policy_mod
 
 
 def _storage() -> service.Storage:
+    from backupflows.cli.deployments import require_catalog
+
+    require_catalog()  # one line naming 'backupflows db upgrade' when not migrated
     return service.Storage.open()
 
 
@@ -37,7 +45,7 @@ def _row(r: Snapshot) -> dict[str, Any]:
 
 @click.group()
 def snapshots() -> None:
-    """Snapshots of a deployment's backup: list, take, delete."""
+    """Snapshots of a deployment's backup: list, take, delete, policy."""
 
 
 @snapshots.command("list")
@@ -106,6 +114,64 @@ def delete_cmd(snapshot_id: int) -> None:
     click.echo(f"snapshot {snapshot_id} expired")
 
 
+@snapshots.command("policy")
+@click.argument("name")
+@click.option("--interval-hours", type=int, help="Hours between scheduled snapshots: 6, 8, 12, 24.")
+@click.option("--reference-time", metavar="HH:MM", help="UTC time of the first snapshot of a day.")
+@click.option("--base-days", type=int, help="Keep every snapshot this many days (2-5).")
+@click.option("--daily-days", type=int, help="Keep each day's first snapshot N days (0 off).")
+@click.option("--weekly-weeks", type=int, help="Keep each week's first snapshot N weeks (0 off).")
+@click.option("--monthly-months", type=int,
+              help="Keep each month's first snapshot N months (0 off).")
+@click.option("--pit-hours", type=int, help="Point-in-time restore window in hours.")
+@click.option("--store", help="Where snapshots go: blockstore or filesystem.")
+@click.option("--gzip/--no-gzip", default=None, help="Gzip filesystem-store files.")
+@click.option("--full-every", type=int, help="A full (synthetic) snapshot every N snapshots.")
+@click.option("--enable/--disable", "enabled", default=None,
+              help="Turn scheduled snapshots on or off.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def policy_cmd(name: str, as_json: bool, reference_time: str | None, **options: Any) -> None:
+    """Show the snapshot schedule and retention of NAME, or change them."""
+    keys = {"pit_hours": "pit_window_hours"}
+    changes = {keys.get(k, k): v for k, v in options.items() if v is not None}
+    if reference_time is not None:
+        changes["reference_hour"], changes["reference_minute"] = \
+            policy_mod.parse_reference_time(reference_time)
+    storage = _storage()
+    p = (policy_mod.update(storage, name, changes) if changes
+         else policy_mod.show(storage, name))
+    if as_json:
+        click.echo(json.dumps(p, indent=2))
+        return
+    if changes:
+        click.echo(f"policy of {name} saved")
+    click.echo(f"{name} (job {p['job']}, {p['job_state']}): "
+               f"{'enabled' if p['enabled'] else 'DISABLED'}\n"
+               f"  schedule:  every {p['interval_hours']} h from {p['reference_time']} UTC\n"
+               f"  retention: base {p['base_days']} days, daily {_off(p['daily_days'], 'days')}, "
+               f"weekly {_off(p['weekly_weeks'], 'weeks')}, "
+               f"monthly {_off(p['monthly_months'], 'months')}\n"
+               f"  point-in-time window: {p['pit_window_hours']} h\n"
+               f"  store: {p['store']}"
+               + (f" (gzip {'on' if p['gzip'] else 'off'})" if p["store"] == "filesystem"
+                  else f" (full every {p['full_every']} snapshots)") + "\n"
+               f"  last scheduled: {(p['last_scheduled'] or '-')[:19]}\n"
+               f"  next due: {_next_due(p)}")
+
+
+def _off(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n else "off"
+
+
+def _next_due(p: dict[str, Any]) -> str:
+    if p["next_due"] is None:
+        return "- (scheduled snapshots disabled)"
+    when = "now" if p["due_now"] else p["next_due"][:16].replace("T", " ") + " UTC"
+    if p["job_state"] != "routine":
+        when += f" (once the job is routine; it is {p['job_state']})"
+    return when
+
+
 @click.group()
 def groom() -> None:
     """Reclaim blockstore space no kept snapshot needs: plan, run."""
@@ -135,11 +201,8 @@ def run_cmd() -> None:
 
 
 def storage_check_cmd(name: str | None, as_json: bool) -> None:
-    """``check --storage [NAME]`` (wired into the ``check`` command)."""
-    try:
-        result = integrity.run_storage_check(name)
-    except NotFound:
-        raise
+    """``check --storage [NAME]`` (wired into the ``check`` command): exit 1 on problems."""
+    result = integrity.run_storage_check(name)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -150,10 +213,3 @@ def storage_check_cmd(name: str | None, as_json: bool) -> None:
     if not result.ok:
         raise SystemExit(1)
 
-
-@click.command("check-storage")
-@click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
-def check_storage(name: str | None, as_json: bool) -> None:
-    """Read every block of every snapshot and verify hashes and manifests."""
-    storage_check_cmd(name, as_json)

@@ -1,4 +1,5 @@
-"""``backupflows status [NAME] [--json]`` and ``backupflows check NAME --against-source``."""
+"""``backupflows status [NAME] [--json]`` and ``backupflows check NAME --against-source`` /
+``backupflows check --storage [NAME]``."""
 
 from __future__ import annotations
 
@@ -48,18 +49,35 @@ def _status_cells(r: dict[str, Any]) -> tuple[str, ...]:
 
 
 @click.command()
-@click.argument("name")
-@click.option("--against-source", is_flag=True, required=True,
-              help="Compare counts and content hashes of every collection, head vs source.")
+@click.argument("name", required=False)
+@click.option("--against-source", is_flag=True,
+              help="Compare counts and content hashes of every collection, head vs source "
+                   "(needs NAME).")
+@click.option("--storage", is_flag=True,
+              help="Read every block and manifest of the snapshots of NAME (or of all) and "
+                   "verify hashes, counts and the block index.")
 @click.option("--json", "as_json", is_flag=True,
-              help="JSON: {deployment, job, head_ts, source_ts, source_ahead, collections: "
-                   "[{ns, head_count, source_count, head_hash, source_hash, equal}], "
-                   "differences, ok}.")
+              help="JSON: --against-source: {deployment, job, head_ts, source_ts, "
+                   "source_ahead, collections: [{ns, head_count, source_count, head_hash, "
+                   "source_hash, equal}], differences, ok}; --storage: {ok, "
+                   "snapshots_checked, blocks_checked, failed: {snapshot id: [problems]}}.")
 @click.option("--timeout", type=click.IntRange(min=1), default=600, show_default=True,
               help="Seconds to wait for the daemon holding the head.")
-def check(name: str, against_source: bool, as_json: bool, timeout: int) -> None:
-    """Compare the head of NAME with its source; exit 1 if they differ."""
+def check(name: str | None, against_source: bool, storage: bool, as_json: bool,
+          timeout: int) -> None:
+    """Check a backup: --against-source (head of NAME vs its source) or --storage
+    (snapshot storage). Exit 1 if a difference or a problem is found."""
+    if against_source == storage:
+        raise click.UsageError("give exactly one of --against-source and --storage")
+    if against_source and name is None:
+        raise click.UsageError("--against-source needs NAME")
     require_catalog()
+    if storage:
+        from backupflows.cli.snapshots import storage_check_cmd
+
+        storage_check_cmd(name, as_json)
+        return
+    assert name is not None
     report = run_check(name, timeout)
     if as_json:
         click.echo(json.dumps(report, indent=2))
