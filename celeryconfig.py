@@ -11,10 +11,12 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from backupflows.alerts.config import alert_config
 from backupflows.jobs.config import job_config
 from backupflows.tasks.queues import AGENT, DAEMON, RESTORE, SHARED_QUEUES, STORAGE
 
 _jobs = job_config()
+_alerts = alert_config()
 
 # --- at-least-once delivery: every task is idempotent and claims its work ---
 task_acks_late = True
@@ -83,6 +85,9 @@ beat_schedule: dict[str, dict[str, Any]] = {
     "expire-snapshots": _dispatcher("backupflows.storage.expire", 3600),
     "groom-check": _dispatcher("backupflows.storage.groom_check", 3600),
     "integrity-check": _dispatcher("backupflows.storage.integrity_check", 7 * 24 * 3600),
+    # alerts (issue 7): daemon heartbeats, then every condition evaluated from the catalog
+    # (BACKUPFLOWS_ALERT_INTERVAL, backupflows.alerts.config)
+    "alerts": _dispatcher("backupflows.alerts.dispatch", _alerts.interval),
 }
 
 worker_hijack_root_logger = False

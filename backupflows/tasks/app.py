@@ -23,6 +23,7 @@ TASK_MODULES: list[str] = [
     "backupflows.tasks.backup",
     "backupflows.tasks.restores",
     "backupflows.tasks.snapshots",
+    "backupflows.tasks.alerts",
 ]
 
 
