@@ -254,7 +254,8 @@ def test_dispatcher_queues_a_due_snapshot_on_the_daemon_queue_and_a_worker_takes
     """``backupflows.storage.dispatch_snapshots`` (what beat runs every minute)
     finds the due routine job and sends its snapshot to ``daemon.<id>``; a worker
     consuming only ``storage`` and that queue takes it. A second dispatch finds
-    nothing due (the schedule, not the number of beats, decides)."""
+    nothing due (the schedule, not the number of beats, decides). `snapshots take
+    --wait` goes the same way and reports the done snapshot."""
     stack = redis_stack
     daemon_id = stack.env["BACKUPFLOWS_DAEMON_ID"]
     job_id = add_job(get_settings().catalog_url, "rs0")
@@ -271,13 +272,23 @@ def test_dispatcher_queues_a_due_snapshot_on_the_daemon_queue_and_a_worker_takes
         assert row is not None and row.state == "done" and row.on_demand is False
         assert row.docs and row.docs > 0
     assert dispatch(stack) == 0
-    code = subprocess.run(
-        [*CLI, "check", "--storage", "rs0"], env=_env(stack), capture_output=True, text=True,
-        timeout=60, cwd=REPO_ROOT)
-    assert code.returncode == 0 and "checked 1 snapshots" in code.stdout, code.stderr
+    # on demand through the same queue, waiting for the worker's answer
+    done = cli(stack, "snapshots", "take", "rs0", "--wait")
+    assert done.returncode == 0 and ": done" in done.stderr, (done.stdout, done.stderr)
+    on_demand = int(done.stderr.split("snapshot ")[-1].split()[0])
+    with session_scope(readonly=True) as s:
+        row = s.get(Snapshot, on_demand)
+        assert row is not None and row.state == "done" and row.on_demand is True
+    done = cli(stack, "check", "--storage", "rs0")
+    assert done.returncode == 0 and "checked 2 snapshots" in done.stdout, done.stderr
 
 
 CLI = [sys.executable, "-c", "from backupflows.cli import main; main()"]
+
+
+def cli(stack: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=_env(stack), capture_output=True, text=True,
+                          timeout=60, cwd=REPO_ROOT)
 
 
 def _env(stack: Any) -> dict[str, str]:
