@@ -37,6 +37,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "snapshots": ("backupflows.cli.snapshots:snapshots",
                   "Snapshots: list, take, delete, schedule and retention."),
     "groom": ("backupflows.cli.snapshots:groom", "Blockstore grooms: plan, run."),
+    "alerts": ("backupflows.cli.alerts:alerts", "Open alerts (and, with --all, closed ones)."),
+    "events": ("backupflows.cli.events:events",
+               "History of a job: states, syncs, snapshots, restores, grooms, alerts."),
 }
 
 

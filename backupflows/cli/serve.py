@@ -11,13 +11,15 @@ import click
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0: any free).")
 def serve(host: str, port: int) -> None:
-    """Serve POST/GET /restores and download links (BACKUPFLOWS_API_TOKEN required)."""
+    """Serve POST/GET /restores, download links and GET /metrics (BACKUPFLOWS_API_TOKEN required)."""
     from backupflows.catalog import migrate
+    from backupflows.ops import metrics
     from backupflows.restore import http
     from backupflows.storage.service import Storage
     from backupflows.tasks.restores import enqueue
 
     migrate.require_current()
+    metrics.register()  # GET /metrics (Prometheus text, same bearer token)
     storage = Storage.open()
     server = http.make_server(storage, lambda rid: enqueue(storage, rid), host, port)
     stop = threading.Event()

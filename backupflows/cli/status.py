@@ -1,9 +1,11 @@
-"""``backupflows status [NAME] [--json]`` and ``backupflows check NAME --against-source`` /
+"""``backupflows status [NAME] [--json] [--watch]`` and ``backupflows check NAME --against-source`` /
 ``backupflows check --storage [NAME]``."""
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -20,32 +22,90 @@ def _ts(value: dict[str, int] | None) -> str:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: a list of {deployment, job, state, generation, daemon_id, t0, "
-                   "head_ts, oplog_ts, lag_seconds, error, progress, updated_at}.")
-def status(name: str | None, as_json: bool) -> None:
-    """State of the backup job of NAME (or of every deployment)."""
+                   "head_ts, head_time, oplog_ts, lag_seconds, error, progress, updated_at, "
+                   "last_snapshot, next_snapshot_due, pit_window, open_alerts, storage}.")
+@click.option("--watch", "-w", is_flag=True, help="Refresh the screen until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+def status(name: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """The one screen: per job state, head optime and lag, last snapshot and next due,
+    point-in-time window, open alerts, storage used (of NAME, or every deployment)."""
     from backupflows.jobs.status import status_rows
 
     require_catalog()
-    rows = status_rows(name)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
+    while True:
+        rows = status_rows(name)
+        if watch:
+            click.echo("\x1b[H\x1b[2J", nl=False)  # home + clear screen
+            click.echo(f"backupflows status   {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z   "
+                       f"(every {interval:g} s, Ctrl-C stops)")
+        if as_json:
+            click.echo(json.dumps(rows, indent=None if watch else 2))
+        else:
+            _print_status(rows)
+        if not watch:
+            return
+        time.sleep(interval)
+
+
+def _print_status(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("no deployments")
         return
-    header = ("DEPLOYMENT", "JOB", "STATE", "GEN", "HEAD_TS", "OPLOG_TS", "LAG_S", "ERROR")
+    header = ("DEPLOYMENT", "JOB", "STATE", "HEAD", "LAG", "LAST SNAPSHOT", "NEXT DUE",
+              "PIT WINDOW", "ALERTS", "STORED", "ERROR")
     table = [header] + [_status_cells(r) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         cells = [c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]
         click.echo("  ".join(cells).rstrip())
+    for r in rows:
+        for alert in r.get("open_alerts") or []:
+            click.echo(f"ALERT {r['deployment']}: [{alert['kind']}] {alert['message']}")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}TiB"
+
+
+def _when(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
 
 
 def _status_cells(r: dict[str, Any]) -> tuple[str, ...]:
     lag = r["lag_seconds"]
-    return (r["deployment"], str(r["job"] or "-"), r["state"] or "no job",
-            str(r["generation"] or "-"), _ts(r["head_ts"]), _ts(r["oplog_ts"]),
-            "-" if lag is None else f"{lag:.1f}", (r["error"] or "")[:100])
+    snap = r.get("last_snapshot")
+    pit = r.get("pit_window")
+    storage = r.get("storage") or {}
+    stored = storage.get("oplog_bytes", 0) + storage.get("snapshot_bytes_stored", 0)
+    state = r["state"] or "no job"
+    if r["generation"] and r["generation"] > 1:
+        state += f" (gen {r['generation']})"
+    return (r["deployment"], str(r["job"] or "-"), state, _ts(r["head_ts"]),
+            "-" if lag is None else f"{lag:.1f}s",
+            f"#{snap['id']} {_age(snap['age_seconds'])} ago" if snap else "-",
+            _when(r.get("next_snapshot_due")),
+            f"{_ts(pit['from'])} .. {_ts(pit['to'])}" if pit else "-",
+            str(len(r.get("open_alerts") or [])), _size(stored) if r["job"] else "-",
+            (r["error"] or "")[:100])
 
 
 @click.command()

@@ -4,7 +4,16 @@ Keys of ``status --json`` (stable): ``deployment``, ``job``, ``state``,
 ``generation``, ``daemon_id``, ``t0``, ``head_ts`` and ``oplog_ts`` (each
 ``{"t": seconds, "i": increment}`` or null), ``lag_seconds``, ``error``,
 ``progress`` (initial sync: ``ranges_done``, ``ranges_total``, ``slices``,
-``slices_loaded``, ``docs``, ``bytes``), ``updated_at``.
+``slices_loaded``, ``docs``, ``bytes``), ``updated_at``; and (issue 7)
+``head_time`` (ISO time of the head's optime), ``last_snapshot`` (``{id,
+store, optime, at, age_seconds}`` or null), ``next_snapshot_due`` (ISO time,
+null when no schedule applies), ``pit_window`` (``{from, to, ranges}``: the
+restorable points of ``backupflows restore --at``, or null), ``open_alerts``
+(``[{id, kind, message}]``), ``storage`` (``{oplog_bytes, oplog_segments,
+snapshots, snapshot_bytes_stored, snapshot_bytes_logical}``).
+
+``history`` merges the job's events with what the snapshot, restore and
+groom tables record (``backupflows events``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from backupflows.catalog.db import session_scope
 from backupflows.catalog.models import BackupJob, Deployment, Event, JobState, Slice, SliceRange
 from backupflows.jobs.lifecycle import ACTIVE, lag_seconds
 from backupflows.jobs.service import current_job, get_deployment
+from backupflows.ops.view import OPS_KEYS, ops_keys
 
 
 def status_rows(name: str | None = None) -> list[dict[str, Any]]:
@@ -35,7 +45,8 @@ def _row(s: Session, dep: Deployment, job: BackupJob | None) -> dict[str, Any]:
     if job is None:
         return {"deployment": dep.name, "job": None, "state": None, "generation": None,
                 "daemon_id": None, "t0": None, "head_ts": None, "oplog_ts": None,
-                "lag_seconds": None, "error": None, "progress": None, "updated_at": None}
+                "lag_seconds": None, "error": None, "progress": None, "updated_at": None,
+                **dict.fromkeys(OPS_KEYS)}
     lag = job.lag_seconds
     if job.state == JobState.ROUTINE:
         lag = lag_seconds(job.head_ts, job.source_ts)
@@ -47,7 +58,7 @@ def _row(s: Session, dep: Deployment, job: BackupJob | None) -> dict[str, Any]:
             "oplog_ts": optime.to_json(job.oplog_ts),
             "lag_seconds": round(lag, 1) if lag is not None else None,
             "error": job.error, "progress": _progress(s, job),
-            "updated_at": job.updated_at.isoformat()}
+            "updated_at": job.updated_at.isoformat(), **ops_keys(s, job)}
 
 
 def _progress(s: Session, job: BackupJob) -> dict[str, Any] | None:

@@ -49,6 +49,8 @@ class Response:
     file: Path | None = None         # streamed instead of a body
     filename: str = ""
     after: Callable[[], None] | None = None  # runs once the response is sent
+    raw: bytes | None = None         # sent as is with content_type (e.g. /metrics)
+    content_type: str = "application/json"
 
 
 Handler = Callable[["Context", re.Match[str]], Response]
@@ -211,9 +213,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             if r.file is not None:
                 self._send_file(r)
             else:
-                data = json.dumps(r.body, indent=1).encode() + b"\n"
+                data = r.raw if r.raw is not None else json.dumps(r.body, indent=1).encode() + b"\n"
                 self.send_response(r.status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", r.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

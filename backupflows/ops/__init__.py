@@ -1,0 +1,2 @@
+"""What operators read: the extra status keys, the job history
+(``view``) and the Prometheus exposition (``metrics``). Reads only."""
