@@ -84,7 +84,8 @@ def deliver(items: list[Item], dest: Destination, progress: Progress | None = No
             progress.current = item.ns
             if item.blocks is not None:
                 checked = Checked(None, item.expected, item.ns, progress.add,
-                                  blocks=item.blocks(), pool=pool if _pooled(item) else None)
+                                  blocks=item.blocks(), pool=pool if _pooled(item) else None,
+                                  sums=item.sums)
             else:
                 checked = Checked(item.documents(), item.expected, item.ns, progress.add)
             dest.write(item, checked)
@@ -106,5 +107,5 @@ POOL_MIN_DOCS = 50_000  # smaller collections hash inline (helpers cost a proces
 
 
 def _pooled(item: Item) -> bool:
-    return item.blocks is not None and item.expected is not None \
+    return item.blocks is not None and item.sums is None and item.expected is not None \
         and item.expected.count >= POOL_MIN_DOCS

@@ -27,7 +27,7 @@ from backupflows.mongodump.metadata import BUCKETS_PREFIX
 from backupflows.restore.select import Selection
 from backupflows.storage import snapshot as snap
 from backupflows.storage.blockstore import BlockStore
-from backupflows.storage.manifest import FULL, CollectionEntry, Manifest
+from backupflows.storage.manifest import FULL, BlockEntry, CollectionEntry, Manifest
 
 _DECODE = CodecOptions(document_class=dict, tz_aware=False)
 _TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
@@ -49,6 +49,7 @@ class Namespace:
     hash: str
     documents: Documents
     blocks: Documents | None = None  # whole-document chunks, when stored as one full layer
+    sums: list[BlockEntry] | None = None  # those blocks with their recorded content sums
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Item:
     documents: Documents        # raw documents in _id order (none for a view)
     expected: ContentHash | None  # None for a view
     blocks: Documents | None = None  # the same documents as whole-document chunks
+    sums: list[BlockEntry] | None = None  # what ``blocks`` yields, block by block, with
+    #                                       its recorded count and content sum
 
     @property
     def ns(self) -> str:
@@ -103,10 +106,12 @@ def _item(n: Namespace, db: str, name: str, buckets: Namespace | None) -> Item:
         if buckets is None:
             return Item(source, meta, _none, ContentHash())
         return Item(source, meta, buckets.documents,
-                    ContentHash.from_hex(buckets.count, buckets.hash), buckets.blocks)
+                    ContentHash.from_hex(buckets.count, buckets.hash), buckets.blocks,
+                    buckets.sums)
     assert n.type == COLLECTION, n.type
     meta = CollectionMeta(db, name, COLLECTION, _decode(n.options), indexes, n.uuid)
-    return Item(source, meta, n.documents, ContentHash.from_hex(n.count, n.hash), n.blocks)
+    return Item(source, meta, n.documents, ContentHash.from_hex(n.count, n.hash), n.blocks,
+                n.sums)
 
 
 def _check_unique(items: list[Item]) -> None:
@@ -137,7 +142,8 @@ def _from_entry(store: BlockStore, c: CollectionEntry, prefetch: int) -> Namespa
 
     single = c.holds_documents and len(c.layers) == 1 and c.layers[0].kind == FULL
     return Namespace(c.db, c.name, c.type, c.uuid, c.options, c.indexes, c.count, c.hash,
-                     documents if c.holds_documents else _none, blocks if single else None)
+                     documents if c.holds_documents else _none, blocks if single else None,
+                     c.block_sums() if single else None)
 
 
 def from_head(view: HeadReader) -> list[Namespace]:

@@ -138,15 +138,17 @@ def merged_namespace(head: HeadStore, c: Collection, entry: CollectionEntry, sto
                        changes(head, c, keys))
 
     blocks = None
+    sums = None
     if not keys and len(entry.layers) == 1 and entry.layers[0].kind == FULL:
         ids = [b.id for b in entry.layers[0].blocks]
+        sums = entry.block_sums()  # nothing of it is in the head: the snapshot's sums hold
 
         def blocks() -> Iterator[bytes]:
             return store.iter_blocks(ids, 4)
 
     return Namespace(c.db, c.name, c.type, c.uuid, c.options, head.indexes(c),
                      expected.count, expected.hexdigest(),
-                     documents if c.holds_documents else _none, blocks)
+                     documents if c.holds_documents else _none, blocks, sums)
 
 
 def load_sparse(head: HeadStore, store: BlockStore, c: CollectionEntry, keys: set[bytes],

@@ -15,6 +15,15 @@ full layer, the blocks themselves: then chunks pass through untouched and
 only the hashing walks the documents (no per-document objects), on the
 helper processes of a ``HashPool`` when one is given (the restore writes
 while they hash; the verdict waits for every chunk's answer).
+
+When the manifest records the content sum of every block (format 2, see
+``backupflows.storage.manifest``), the blocks stream is verified without
+hashing a document: each block was checked against its SHA-256 id by the
+blockstore read, its size is checked against the manifest, and its recorded
+document count and sum (computed from those exact bytes at snapshot time,
+where they were checked to add up to the head's hash) are accounted. The
+verdict is the same comparison: the accounted count and hash must equal the
+collection's recorded ones, and every listed block must have been read.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from backupflows.contenthash import ContentHash
 from backupflows.errors import RestoreError, StorageError
 from backupflows.restore.hashpool import HashPool
 from backupflows.restore.hashworker import hash_documents
+from backupflows.storage.manifest import BlockEntry
 
 Progress = Callable[[int, int], None]  # (documents, bytes) since the last call
 CHUNK_BYTES = 1 << 20
@@ -49,10 +59,13 @@ class Checked:
 
     def __init__(self, docs: Iterable[bytes] | None, expected: ContentHash | None, what: str,
                  progress: Progress | None = None, *,
-                 blocks: Iterable[bytes] | None = None, pool: HashPool | None = None) -> None:
+                 blocks: Iterable[bytes] | None = None, pool: HashPool | None = None,
+                 sums: list[BlockEntry] | None = None) -> None:
         if (docs is None) == (blocks is None):
             raise ValueError("a checked stream reads documents or blocks")
-        self._docs, self._blocks, self.pool = docs, blocks, pool
+        if sums is not None and blocks is None:
+            raise ValueError("recorded block sums go with a blocks stream")
+        self._docs, self._blocks, self.pool, self.sums = docs, blocks, pool, sums
         self.expected = expected
         self.what = what
         self.progress = progress
@@ -78,6 +91,9 @@ class Checked:
         if self._blocks is None:
             yield from _joined(self._each_doc())
             return
+        if self.sums is not None:
+            yield from self._recorded_blocks(self._blocks, self.sums)
+            return
         pending: deque[tuple[Future[tuple[int, int]], int]] = deque()
         try:
             for data in self._blocks:
@@ -93,6 +109,27 @@ class Checked:
                 self._settle(*pending.popleft())
         except StorageError as exc:
             raise RestoreError(f"{self.what}: reading the snapshot failed: {exc}") from exc
+        self.finished = True
+
+    def _recorded_blocks(self, blocks: Iterable[bytes], sums: list[BlockEntry]
+                         ) -> Iterator[bytes]:
+        """Blocks accounted by their recorded counts and sums (module docstring)."""
+        it = iter(sums)
+        try:
+            for data in blocks:
+                entry = next(it, None)
+                if entry is None:
+                    raise RestoreError(f"{self.what}: more blocks than the manifest lists")
+                if len(data) != entry.size or entry.sum is None:
+                    raise RestoreError(f"{self.what}: block {entry.id} holds {len(data)} "
+                                       f"bytes, the manifest records {entry.size}")
+                self._account(entry.records, entry.sum, len(data))
+                yield data
+        except StorageError as exc:
+            raise RestoreError(f"{self.what}: reading the snapshot failed: {exc}") from exc
+        missing = sum(1 for _ in it)
+        if missing:
+            raise RestoreError(f"{self.what}: {missing} block(s) of the manifest were not read")
         self.finished = True
 
     def _settle(self, fut: Future[tuple[int, int]], size: int) -> None:

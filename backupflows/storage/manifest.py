@@ -1,4 +1,4 @@
-"""Snapshot manifests: what a snapshot is made of (format version 1).
+"""Snapshot manifests: what a snapshot is made of (format version 2).
 
 A manifest is JSON in the container envelope (kind ``MNFT``, zstd), stored
 as ``manifests/<job>/<snapshot id, 12 digits>``. It is enough on its own to
@@ -13,7 +13,14 @@ restore the snapshot: for every namespace of the head it records
   documents in ``_id`` order) followed by ``delta`` layers (upserted documents
   and tombstones in ``_id`` order). Each layer lists its blocks as
   ``[id, size, records, first key (hex), last key (hex)]`` and names the
-  snapshot that wrote it.
+  snapshot that wrote it. Since format 2 a block of a ``full`` layer may add
+  a sixth element: the additive content hash (``backupflows.contenthash``,
+  64 hex digits) of its ``records`` documents, computed from the block's own
+  bytes when it was written. When every block of a collection's single full
+  layer has one, ``take`` checked that they add up to the collection's
+  ``count``/``hash``, and a restore verifies the collection from the SHA-256
+  checked blocks and these sums, without hashing every document again.
+  Format 1 manifests (no sums) still read; their restores hash every document.
 
 Reading a collection = merging its layers by ``_id`` key, newest layer wins,
 tombstones delete (``backupflows.storage.layers``).
@@ -29,7 +36,8 @@ from typing import Any
 from backupflows.errors import IntegrityError
 from backupflows.storage import container
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)  # formats this code reads (1: no per-block content sums)
 KIND = b"MNFT"
 FULL, DELTA = "full", "delta"
 
@@ -41,13 +49,22 @@ class BlockEntry:
     records: int
     first_key: bytes
     last_key: bytes
+    sum: int | None = None  # content hash of its documents (full layers, format 2)
 
     def to_json(self) -> list[Any]:
-        return [self.id, self.size, self.records, self.first_key.hex(), self.last_key.hex()]
+        out = [self.id, self.size, self.records, self.first_key.hex(), self.last_key.hex()]
+        if self.sum is not None:
+            out.append(f"{self.sum:064x}")
+        return out
 
     @classmethod
     def from_json(cls, v: list[Any]) -> BlockEntry:
-        return cls(v[0], int(v[1]), int(v[2]), bytes.fromhex(v[3]), bytes.fromhex(v[4]))
+        total = None
+        if len(v) > 5 and v[5] is not None:
+            if not isinstance(v[5], str) or len(v[5]) != 64:
+                raise ValueError(f"block {v[0]}: bad content sum {v[5]!r}")
+            total = int(v[5], 16)
+        return cls(v[0], int(v[1]), int(v[2]), bytes.fromhex(v[3]), bytes.fromhex(v[4]), total)
 
 
 @dataclass
@@ -95,6 +112,18 @@ class CollectionEntry:
 
     def block_ids(self) -> list[str]:
         return [b.id for layer in self.layers for b in layer.blocks]
+
+    def block_sums(self) -> list[BlockEntry] | None:
+        """The blocks of a collection stored as ONE full layer whose every
+        block records its content sum (then the collection's content is the
+        concatenation of these blocks and its hash the sum of theirs); None
+        otherwise (delta layers, or a format 1 manifest)."""
+        if len(self.layers) != 1 or self.layers[0].kind != FULL:
+            return None
+        blocks = self.layers[0].blocks
+        if any(b.sum is None for b in blocks):
+            return None
+        return blocks
 
     def to_json(self) -> dict[str, Any]:
         return {"db": self.db, "name": self.name, "type": self.type,
@@ -154,7 +183,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, v: dict[str, Any]) -> Manifest:
-        if v.get("format") != FORMAT:
+        if v.get("format") not in READABLE:
             raise IntegrityError(f"unsupported manifest format {v.get('format')!r}")
         return cls(int(v["snapshot"]), int(v["job"]), v["kind"], int(v["optime_ts"]),
                    int(v["optime_t"]), int(v["mark"]), int(v["head_generation"]),

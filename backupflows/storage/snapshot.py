@@ -15,7 +15,12 @@ applier keeps writing) at its applied optime and, per collection:
   head (unchanged base blocks are reused as they are).
 
 The manifest lists every collection's whole chain, so a snapshot restores
-alone. Blocks are compressed, hashed and stored by a small thread pool while
+alone. Every new block of a full layer records the additive content hash of
+its documents (computed from the block's bytes on the worker threads, next
+to its SHA-256 and compression); a collection stored as one full layer whose
+blocks all carry one must add up to the head's count and hash, or the
+snapshot fails (``IntegrityError``): what a restore later trusts instead of
+hashing every document was checked against the head here. Blocks are compressed, hashed and stored by a small thread pool while
 the head is read (zstd, SHA-256 and file writes release the GIL); at most a
 few blocks are in flight, so memory does not grow with the data.
 """
@@ -30,12 +35,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from backupflows.contenthash import ContentHash
+from backupflows.errors import IntegrityError
 from backupflows.head.catalog import Collection
 from backupflows.head.export import HeadReader
+from backupflows.restore.hashworker import hash_documents  # stdlib-only, shared with restores
 from backupflows.storage import layers as L
 from backupflows.storage.blockstore import BlockRef, BlockStore, Prepared
 from backupflows.storage.chunker import Chunk, ChunkParams, chunks
 from backupflows.storage.manifest import DELTA, FULL, BlockEntry, CollectionEntry, Layer, Manifest
+
+_MOD = 1 << 256
 
 Progress = Callable[["TakeStats"], None]
 
@@ -91,12 +100,13 @@ class LayerWriter:
     def write(self, kind: str, pieces: Iterable[Chunk | BlockEntry]) -> Layer:
         """A layer of ``kind`` from chunks (stored) and reused block entries."""
         layer = Layer(self.snapshot_id, kind)
-        pending: deque[tuple[Chunk, Future[Prepared]] | BlockEntry] = deque()
+        pending: deque[tuple[Chunk, Future[tuple[Prepared, int | None]]] | BlockEntry] = deque()
+        prep = self._prepare_full if kind == FULL else self._prepare
         for piece in pieces:
             if isinstance(piece, BlockEntry):
                 pending.append(piece)
             else:
-                pending.append((piece, self.cpu.submit(self.store.prepare, piece.data)))
+                pending.append((piece, self.cpu.submit(prep, piece)))
             if len(pending) >= self.opts.in_flight:
                 self._advance(layer, pending, self.opts.in_flight // 2)
                 self._settle(wait=False)
@@ -104,10 +114,22 @@ class LayerWriter:
         self._settle(wait=True)
         return layer
 
+    def _prepare(self, chunk: Chunk) -> tuple[Prepared, int | None]:
+        return self.store.prepare(chunk.data), None
+
+    def _prepare_full(self, chunk: Chunk) -> tuple[Prepared, int | None]:
+        """Hash and compress a full-layer block, and the content sum of its documents."""
+        n, total, size = hash_documents(chunk.data)
+        if n != chunk.count:
+            raise IntegrityError(f"a block of {chunk.count} documents frames {n} "
+                                 f"(bad document length {size} at offset {total})")
+        return self.store.prepare(chunk.data), total
+
     def _advance(self, layer: Layer, pending: deque, n: int) -> None:
         items = [pending.popleft() for _ in range(n)]
-        ready = [(c, f.result()) for c, f in (i for i in items if not isinstance(i, BlockEntry))]
-        refs, todo = self.store.dedup([p for _, p in ready], self.snapshot_id)
+        ready = [(c, *f.result()) for c, f in (i for i in items
+                                               if not isinstance(i, BlockEntry))]
+        refs, todo = self.store.dedup([p for _, p, _ in ready], self.snapshot_id)
         for p in todo:
             self.uploads.append((p, self.io.submit(self.store.upload, p)))
         for ref in refs.values():
@@ -118,8 +140,9 @@ class LayerWriter:
                 entry = item
                 self.stats.blocks_reused += 1
             else:
-                chunk, p = next(ready_iter)
-                entry = BlockEntry(p.id, p.size, chunk.count, chunk.first_key, chunk.last_key)
+                chunk, p, total = next(ready_iter)
+                entry = BlockEntry(p.id, p.size, chunk.count, chunk.first_key, chunk.last_key,
+                                   total)
             layer.blocks.append(entry)
             layer.size += entry.size
             layer.docs += entry.records
@@ -164,6 +187,7 @@ def take(view: HeadReader, store: BlockStore, *, snapshot_id: int, job_id: int,
             if c.holds_documents:
                 prev = parent.collection(c.db, c.name) if parent is not None else None
                 entry.layers = _layers(view, c, prev, parent, store, writer, opts, stats)
+                check_sums(entry)
                 stats.bytes_logical += sum(la.size for la in entry.layers)
             stats.docs += entry.count
             m.collections.append(entry)
@@ -171,6 +195,22 @@ def take(view: HeadReader, store: BlockStore, *, snapshot_id: int, job_id: int,
         writer.close()
     m.kind = _kind(stats.kinds)
     return m, stats
+
+
+def check_sums(entry: CollectionEntry) -> None:
+    """``IntegrityError`` unless the recorded block sums of ``entry`` (when it
+    has a complete set: ``CollectionEntry.block_sums``) add up to its count
+    and content hash."""
+    blocks = entry.block_sums()
+    if blocks is None:
+        return
+    count = sum(b.records for b in blocks)
+    total = sum(b.sum or 0 for b in blocks) % _MOD
+    if (count, total) != (entry.count, int(entry.hash, 16)):
+        seen = f"{total:064x}"
+        raise IntegrityError(f"{entry.ns}: the snapshot's blocks hold {count} documents "
+                             f"/{seen[:16]}, the head records {entry.count} "
+                             f"/{entry.hash[:16]}")
 
 
 def _optime(view: HeadReader) -> tuple[int, int]:

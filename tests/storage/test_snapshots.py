@@ -98,7 +98,9 @@ def test_incremental_stores_only_the_changes(storage: service.Storage, job: int,
     with storage.reading() as s:
         a, b = service.get_snapshot(s, first), service.get_snapshot(s, second)
         assert (a.kind, b.kind) == ("full", "incremental")
-        assert b.bytes_stored < a.bytes_stored * 0.05  # blocks + a manifest of the chain
+        # blocks + a manifest of the chain (with 4 KiB test blocks the manifest, which
+        # lists every block with its SHA-256 id and content sum, is most of it)
+        assert b.bytes_stored < a.bytes_stored * 0.06
     m = service.open_snapshot(storage, second)
     delta = m.collection("app", "big").layers[-1]
     assert (delta.kind, delta.docs, delta.tombstones) == ("delta", 30, 1)
