@@ -22,6 +22,7 @@ import click
 
 from backupflows.catalog.optime import to_json
 from backupflows.catalog.snapshot_models import Snapshot
+from backupflows.errors import BackupflowsError
 from backupflows.storage import groom as groom_mod
 from backupflows.storage import integrity, operations, service
 from backupflows.storage import policy as policy_mod
@@ -101,7 +102,11 @@ def take_cmd(name: str, wait: bool, local: bool) -> None:
             click.echo(f"\r{info['blocks_new']} blocks, {_mb(info['bytes_stored'])} stored",
                        err=True, nl=False)
         time.sleep(0.5)
-    out = result.get(propagate=True)
+    try:
+        out = result.get(propagate=True)
+    except Exception as exc:  # the worker's error, re-raised here: one line, exit 1
+        raise BackupflowsError(f"snapshot of {name} failed: {type(exc).__name__}: {exc}"
+                               ) from None
     click.echo(f"\nsnapshot {out['snapshot']} of {name}: {out['status']}", err=True)
 
 

@@ -281,6 +281,14 @@ def test_dispatcher_queues_a_due_snapshot_on_the_daemon_queue_and_a_worker_takes
         assert row is not None and row.state == "done" and row.on_demand is True
     done = cli(stack, "check", "--storage", "rs0")
     assert done.returncode == 0 and "checked 2 snapshots" in done.stdout, done.stderr
+    # a job whose head is not on that daemon: the worker's error, one line
+    other = add_job(get_settings().catalog_url, "rs1")
+    with session_scope() as s:
+        s.get(BackupJob, other).daemon_id = daemon_id  # type: ignore[union-attr]
+    done = cli(stack, "snapshots", "take", "rs1", "--wait")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: snapshot of rs1 failed") and "has no head" in lines[0]
 
 
 CLI = [sys.executable, "-c", "from backupflows.cli import main; main()"]
