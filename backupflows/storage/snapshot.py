@@ -207,10 +207,8 @@ def check_sums(entry: CollectionEntry) -> None:
     count = sum(b.records for b in blocks)
     total = sum(b.sum or 0 for b in blocks) % _MOD
     if (count, total) != (entry.count, int(entry.hash, 16)):
-        seen = f"{total:064x}"
         raise IntegrityError(f"{entry.ns}: the snapshot's blocks hold {count} documents "
-                             f"/{seen[:16]}, the head records {entry.count} "
-                             f"/{entry.hash[:16]}")
+                             f"/{total:064x}, the head records {entry.count} /{entry.hash}")
 
 
 def _optime(view: HeadReader) -> tuple[int, int]:

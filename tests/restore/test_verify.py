@@ -15,6 +15,7 @@ from backupflows.errors import RestoreError
 from backupflows.restore import destination, service
 from backupflows.restore.hashpool import HashPool
 from backupflows.restore.verify import Checked
+from backupflows.storage.manifest import CollectionEntry
 from tests.restore.expect import assert_same, expected_view, read_dump_dir
 from tests.restore.world import World
 
@@ -68,8 +69,19 @@ def test_mismatches_and_unread_streams_fail() -> None:
 def test_a_restore_hashed_on_helper_processes(history: World, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(destination, "POOL_MIN_DOCS", 0)
+    # as for a format 1 manifest (no recorded block sums): documents are hashed
+    monkeypatch.setattr(CollectionEntry, "block_sums", lambda self: None)
+    used: list[int] = []
+    submit = HashPool.submit
+
+    def counted(self: HashPool, data: bytes) -> object:
+        used.append(len(data))
+        return submit(self, data)
+
+    monkeypatch.setattr(HashPool, "submit", counted)
     sid, ts = next(iter(history.snapshots.items()))
     req = service.request(history.storage, deployment=history.name, snapshot_id=sid,
                           destination={"kind": "dir", "path": str(tmp_path / "p")})
     assert service.run(history.storage, req.id, "t")["state"] == "done"
     assert_same(read_dump_dir(tmp_path / "p"), expected_view(history.states[ts]))
+    assert used
