@@ -13,11 +13,13 @@ import click
 def serve(host: str, port: int) -> None:
     """Serve POST/GET /restores, download links and GET /metrics (BACKUPFLOWS_API_TOKEN required)."""
     from backupflows.catalog import migrate
+    from backupflows.logging import configure_logging
     from backupflows.ops import metrics
     from backupflows.restore import http
     from backupflows.storage.service import Storage
     from backupflows.tasks.restores import enqueue
 
+    configure_logging()  # request lines: JSON with BACKUPFLOWS_LOG_JSON=1, redacted
     migrate.require_current()
     metrics.register()  # GET /metrics (Prometheus text, same bearer token)
     storage = Storage.open()

@@ -36,7 +36,7 @@ def status(name: str | None, as_json: bool, watch: bool, interval: float) -> Non
     while True:
         rows = status_rows(name)
         if watch:
-            click.echo("\x1b[H\x1b[2J", nl=False)  # home + clear screen
+            click.echo("\x1b[H\x1b[2J", nl=False)  # home + clear (click drops it off a tty)
             click.echo(f"backupflows status   {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z   "
                        f"(every {interval:g} s, Ctrl-C stops)")
         if as_json:

@@ -10,6 +10,7 @@ import pytest
 
 from backupflows.catalog import migrate
 from backupflows.jobs import service
+from tests.jobs.conftest import embedded_stack, source_client  # noqa: F401 - flow fixtures
 
 PASSWORD = "s3cr3t-Pa55word"
 URI = f"mongodb://backup:{PASSWORD}@h1:27017,h2:27017/?replicaSet=rs0"
