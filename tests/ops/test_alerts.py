@@ -185,3 +185,43 @@ def test_thresholds_from_the_environment() -> None:
         load_alert_config({"BACKUPFLOWS_ALERT_WEBHOOK_URL": "ftp://x"})
     with pytest.raises(ConfigError, match="ALERT_DISK_FREE_PERCENT"):
         load_alert_config({"BACKUPFLOWS_ALERT_DISK_FREE_PERCENT": "150"})
+
+
+@pytest.mark.postgres
+def test_concurrent_passes_open_one_alert_on_postgresql(postgres_url: str, data_dir: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from backupflows.catalog import migrate
+    from backupflows.catalog.db import dispose_engines
+    from backupflows.jobs import service as jobs
+    from backupflows.settings import reset_settings
+
+    monkeypatch.setenv("BACKUPFLOWS_CATALOG_URL", postgres_url)
+    reset_settings()
+    try:
+        migrate.upgrade()
+        jobs.add_deployment("pg", "mongodb://h:1/?replicaSet=rs0", [], [])
+        job_id = jobs.start_job("pg", "d1").job_id
+        _set(job_id, state="failed", error="x", last_round_at=utcnow())
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            barrier.wait()
+            try:
+                service.evaluate(cfg=CFG)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        with session_scope(readonly=True) as s:
+            assert [a.kind for a in s.scalars(select(Alert))] == ["job_failed"]
+        assert len(_events("alert.opened")) == 1
+    finally:
+        dispose_engines(close=True)
