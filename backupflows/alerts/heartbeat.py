@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -44,8 +45,11 @@ def record(settings: Settings | None = None, url: str | None = None) -> dict[str
 
 
 def daemons_to_ask(url: str | None = None) -> list[str]:
-    """Daemons holding heads of jobs not terminated, and daemons that reported before."""
+    """Daemons holding heads of jobs not terminated, and daemons that reported in the
+    last day (a retired daemon's queue does not collect a request a minute forever)."""
     with session_scope(url, readonly=True) as s:
         ids = {v.job.daemon_id for v in current_jobs(s) if v.job.daemon_id}
-        ids |= set(s.scalars(select(DaemonHeartbeat.daemon_id)))
+        recent = utcnow() - timedelta(days=1)
+        ids |= set(s.scalars(select(DaemonHeartbeat.daemon_id)
+                             .where(DaemonHeartbeat.seen_at >= recent)))
     return sorted(ids)

@@ -150,6 +150,11 @@ def test_daemon_down_after_no_report(catalog: int) -> None:
     assert alert.daemon_id == "d1" and "holds the heads of prod" in alert.message
     heartbeat.record()  # it reports again
     assert "daemon_down" not in _open()
+    _set(catalog, state="terminated")  # holds no head any more: asked while recently seen
+    assert heartbeat.daemons_to_ask() == ["d1"]
+    with session_scope() as s:
+        s.execute(update(DaemonHeartbeat).values(seen_at=utcnow() - timedelta(days=2)))
+    assert heartbeat.daemons_to_ask() == []
 
 
 def test_daemon_that_never_reported(catalog: int) -> None:
