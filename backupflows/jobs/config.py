@@ -21,6 +21,8 @@ variable                      default  meaning
                                        many times (exponential backoff) before the job
                                        is ``failed``
 ``SOURCE_TIMEOUT``            10       seconds to find and connect to the source
+``PRELOAD``                   on       the daemon loads slices into the head while
+                                       ranges are still being sliced
 ============================  =======  ===============================================
 
 ``SLICE_BYTES`` (the slice size) is in ``backupflows.settings``. Read once per
@@ -35,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backupflows.errors import ConfigError
-from backupflows.settings import PREFIX, MiB, parse_size
+from backupflows.settings import PREFIX, MiB, parse_bool, parse_size
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class JobConfig:
     apply_batch: int = 1000
     source_retries: int = 6
     source_timeout: int = 10
+    preload: bool = True
 
     @property
     def oplog_lease_seconds(self) -> int:
@@ -84,10 +87,12 @@ def load_job_config(env: Mapping[str, str] | None = None) -> JobConfig:
         raw = (env.get(PREFIX + name.upper()) or "").strip()
         if raw:
             values[name] = _positive_int(name.upper(), raw)
+    raw = (env.get(PREFIX + "PRELOAD") or "").strip()
+    preload = parse_bool("PRELOAD", raw) if raw else True
     raw = (env.get(PREFIX + "OPLOG_ROUND_BYTES") or "").strip()
     if raw:
         values["oplog_round_bytes"] = parse_size("OPLOG_ROUND_BYTES", raw)
-    return JobConfig(**values)
+    return JobConfig(**values, preload=preload)
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,8 +12,9 @@ expires like any lease.
   applied (``oplog_ts > head_ts``) and a free head lease.
 - ``reconcile``: work a lost message, a lost chord or a broker restart left
   behind: an initial sync never started, ranges not claimed for
-  ``REQUEUE_SECONDS`` (or whose worker died: expired lease), every range
-  sliced but no build running, a build or a validation with no worker.
+  ``REQUEUE_SECONDS`` (or whose worker died: expired lease), a preload lost
+  while ranges are sliced, every range sliced but no build running, a build
+  or a validation with no worker.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from backupflows.jobs.lifecycle import ACTIVE, HEAD, OPLOG, take_job_lease
 
 @dataclass(frozen=True)
 class Work:
-    """One task to send: ``kind`` in start | slice | build | validate |
+    """One task to send: ``kind`` in start | slice | preload | build | validate |
     oplog_round | apply_round."""
 
     kind: str
@@ -132,17 +133,20 @@ def _lost_head_work(s: Session) -> list[Work]:
     pending = exists().where(SliceRange.job_id == BackupJob.id,
                              SliceRange.generation == BackupJob.generation,
                              SliceRange.state == "pending")
-    sliced = (BackupJob.state == JobState.INITIAL_SYNC) & BackupJob.t0_ts.is_not(None) & ~pending
+    syncing = (BackupJob.state == JobState.INITIAL_SYNC) & BackupJob.t0_ts.is_not(None)
+    wanted = (syncing & ~pending) | BackupJob.state.in_([JobState.BUILDING,
+                                                          JobState.VALIDATING])
+    if job_config().preload:
+        wanted = wanted | (syncing & pending)  # a preload lost with its worker
     rows = s.execute(select(BackupJob.id, BackupJob.generation, BackupJob.daemon_id,
-                            BackupJob.state).where(
-        sliced | BackupJob.state.in_([JobState.BUILDING, JobState.VALIDATING]),
-        _lease_free(BackupJob.head_lease_owner, BackupJob.head_lease_expires))).all()
+                            BackupJob.state, pending).where(
+        wanted, _lease_free(BackupJob.head_lease_owner, BackupJob.head_lease_expires))).all()
     out = []
-    for job_id, generation, daemon_id, state in rows:
+    for job_id, generation, daemon_id, state, slicing in rows:
         token = _token()
         if not take_job_lease(s, job_id, HEAD, token, seconds, states=[state],
                               generation=generation):
             continue
-        kind = "validate" if state == JobState.VALIDATING else "build"
+        kind = {JobState.VALIDATING: "validate"}.get(state, "preload" if slicing else "build")
         out.append(Work(kind, job_id, generation, daemon_id or "", token))
     return out

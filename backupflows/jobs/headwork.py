@@ -16,7 +16,9 @@ All head work of a job holds the job's *head lease* (one writer per head):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,7 @@ from backupflows.jobs.lifecycle import (
     Outcome,
     fail,
     lag_seconds,
+    lease_free,
     release_job_lease,
     renew_job_lease,
     require_resync,
@@ -95,29 +98,79 @@ def _filter_of(job: BackupJob) -> NamespaceFilter:
 
 def build_head(job_id: int, generation: int, owner: str, token: str | None = None,
                progress: Progress | None = None) -> str:
-    """Load every slice into the head; returns ``loaded``, ``waiting`` or ``skipped``."""
+    """Load every slice into the head; returns ``loaded``, ``waiting`` or ``skipped``.
+    In ``initial_sync`` it waits (a few seconds at most) for a preload that still
+    holds the head lease to finish its last slices."""
+    deadline = time.monotonic() + job_config().lease_seconds + 5
+    while True:
+        with session_scope() as s:
+            status = _claim_build(s, job_id, generation, owner, token)
+        if status != "preloading" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if status != "claimed":
+        return "waiting" if status == "preloading" else status
+    run = HeadRun(job_id, generation, owner, JobState.BUILDING.value, progress=progress)
+    with _open_head(job_id, generation) as head:
+        _load_slices(head, run)
+    run.release()
+    return "loaded"
+
+
+def preload_slices(job_id: int, generation: int, owner: str, token: str | None = None,
+                   progress: Progress | None = None) -> str:
+    """Load slices into the head while the ranges are still being sliced, so
+    the build that follows the last range has little left to do. Holds the
+    head lease in ``initial_sync``; ends when every range is sliced and every
+    recorded slice loaded (``loaded``), after a few seconds (``later``: the
+    ``reconcile`` dispatcher queues the next one), or ``busy``/``skipped``."""
+    seconds = job_config().lease_seconds
     with session_scope() as s:
-        status = _claim_build(s, job_id, generation, owner, token)
-        if status != "claimed":
-            return status
+        if not take_job_lease(s, job_id, HEAD, owner, seconds, states=[JobState.INITIAL_SYNC],
+                              generation=generation, token=token,
+                              where=[BackupJob.t0_ts.is_not(None)]):
+            return "busy"
+    run = HeadRun(job_id, generation, owner, JobState.INITIAL_SYNC.value, progress=progress)
+    # bounded like every task here: a worker with one pool process must get its slot
+    # back for the slicing this waits for; ``reconcile`` queues the next preload
+    deadline = time.monotonic() + max(2, min(10, seconds // 3))
+    status = "loaded"
+    with _open_head(job_id, generation) as head:
+        while _load_slices(head, run) or _ranges_pending(job_id, generation):
+            if time.monotonic() > deadline:
+                status = "later"
+                break
+            time.sleep(0.25)
+            run.renew()
+    run.release()
+    return status
+
+
+@contextmanager
+def _open_head(job_id: int, generation: int) -> Iterator[HeadStore]:
+    """The job's head, with the namespaces of the sync created and its optime
+    at least T0 (the slices hold the state of T0 or later)."""
+    with session_scope(readonly=True) as s:
         namespaces = s.scalars(select(SyncNamespace).where(
             SyncNamespace.job_id == job_id, SyncNamespace.generation == generation)
             .order_by(SyncNamespace.id)).all()
-        todo = s.execute(_slices_query(job_id, generation).where(Slice.loaded.is_(False))).all()
-        total = s.scalar(select(func.count()).select_from(
-            _slices_query(job_id, generation).subquery()))
-        t0 = s.get(BackupJob, job_id).t0_ts  # type: ignore[union-attr]
-    run = HeadRun(job_id, generation, owner, JobState.BUILDING.value, progress=progress)
+        job = s.get(BackupJob, job_id)
+        t0 = job.t0_ts if job is not None else None
     with HeadStore(resources.head_path(job_id, generation)) as head:
         for ns in namespaces:
             head.ensure_collection(ns.db, ns.coll, uuid=ns.uuid, type=ns.type,
                                    options=ns.options, indexes=list(split(ns.indexes)))
-        if t0 and head.optime().ts < t0:  # the slices hold the state of T0 or later
+        if t0 and head.optime().ts < t0:
             with head.transaction() as w:
                 w.set_optime(t0, head.optime().t)
-        _load_slices(head, run, todo, int(total or 0))
-    run.release()
-    return "loaded"
+        yield head
+
+
+def _ranges_pending(job_id: int, generation: int) -> bool:
+    with session_scope(readonly=True) as s:
+        return s.execute(select(SliceRange.id).where(
+            SliceRange.job_id == job_id, SliceRange.generation == generation,
+            SliceRange.state == "pending").limit(1)).first() is not None
 
 
 def _claim_build(s: Any, job_id: int, generation: int, owner: str, token: str | None) -> str:
@@ -125,8 +178,8 @@ def _claim_build(s: Any, job_id: int, generation: int, owner: str, token: str | 
     if job is None or job.generation != generation:
         return "skipped"
     seconds = job_config().lease_seconds
-    lease = {"head_lease_owner": owner,
-             "head_lease_expires": utcnow() + _seconds(seconds)}
+    now = utcnow()
+    lease = {"head_lease_owner": owner, "head_lease_expires": now + _seconds(seconds)}
     if job.state == JobState.INITIAL_SYNC:
         pending = exists().where(SliceRange.job_id == job_id,
                                  SliceRange.generation == generation,
@@ -134,10 +187,12 @@ def _claim_build(s: Any, job_id: int, generation: int, owner: str, token: str | 
         table = BackupJob.__table__
         if transition(s, job_id, JobState.BUILDING, from_=[JobState.INITIAL_SYNC],
                       generation=generation, values=lease,
-                      where=[table.c.t0_ts.is_not(None), ~pending],
+                      where=[table.c.t0_ts.is_not(None), ~pending,
+                             lease_free(table.c.head_lease_owner, table.c.head_lease_expires,
+                                        now, token)],
                       message="initial_sync -> building: every range is sliced"):
             return "claimed"
-        return "waiting"
+        return "waiting" if s.execute(select(pending)).scalar() else "preloading"
     if job.state == JobState.BUILDING and take_job_lease(
             s, job_id, HEAD, owner, seconds, states=[JobState.BUILDING], generation=generation,
             token=token):
@@ -160,7 +215,12 @@ def _slices_query(job_id: int, generation: int) -> Any:
             .order_by(Slice.id))
 
 
-def _load_slices(head: HeadStore, run: HeadRun, todo: list[Any], total: int) -> None:
+def _load_slices(head: HeadStore, run: HeadRun) -> int:
+    """Load every recorded slice not loaded yet; returns how many."""
+    with session_scope(readonly=True) as s:
+        query = _slices_query(run.job_id, run.generation)
+        todo = s.execute(query.where(Slice.loaded.is_(False))).all()
+        total = int(s.scalar(select(func.count()).select_from(query.subquery())) or 0)
     store = resources.object_store()
     done, docs, nbytes = total - len(todo), 0, 0
     for slice_id, name, db, coll, n_docs, n_bytes in todo:
@@ -172,6 +232,7 @@ def _load_slices(head: HeadStore, run: HeadRun, todo: list[Any], total: int) -> 
         done, docs, nbytes = done + 1, docs + n_docs, nbytes + n_bytes
         run.report(step="build", slices_done=done, slices_total=total, docs=docs,
                    bytes=nbytes)
+    return len(todo)
 
 
 # -- apply --------------------------------------------------------------------------------

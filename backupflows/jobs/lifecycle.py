@@ -131,6 +131,11 @@ def lease_expiry(seconds: int, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(seconds=seconds)
 
 
+def lease_free(owner_col: Any, expires_col: Any, now: datetime, token: str | None) -> Any:
+    """SQL condition: the lease is free (or reserved for ``token``)."""
+    return _free(owner_col, expires_col, now, token)
+
+
 def _free(owner_col: Any, expires_col: Any, now: datetime, token: str | None) -> Any:
     free = or_(owner_col.is_(None), expires_col.is_(None), expires_col < now)
     return or_(free, owner_col == token) if token else free
@@ -138,13 +143,14 @@ def _free(owner_col: Any, expires_col: Any, now: datetime, token: str | None) ->
 
 def take_job_lease(session: Session, job_id: int, kind: str, owner: str, seconds: int, *,
                    states: Iterable[str], generation: int | None = None,
-                   token: str | None = None, values: Mapping[str, Any] | None = None) -> bool:
+                   token: str | None = None, values: Mapping[str, Any] | None = None,
+                   where: Iterable[Any] = ()) -> bool:
     """Claim the job's ``kind`` lease (``oplog`` or ``head``) for ``owner``."""
     table = BackupJob.__table__
     now = utcnow()
     owner_col, expires_col = table.c[f"{kind}_lease_owner"], table.c[f"{kind}_lease_expires"]
     conditions = [table.c.state.in_([str(s) for s in states]),
-                  _free(owner_col, expires_col, now, token)]
+                  _free(owner_col, expires_col, now, token), *where]
     if generation is not None:
         conditions.append(table.c.generation == generation)
     return _job_update(session, job_id, conditions, {

@@ -133,6 +133,17 @@ def oplog_round(self: Task, job_id: int, token: str | None = None) -> str:
 
 # -- daemon ---------------------------------------------------------------------------------
 
+@app.task(name="backupflows.head.preload", bind=True)
+def preload(self: Task, job_id: int, generation: int, token: str | None = None) -> str:
+    """Load slices into the head while the ranges are being sliced."""
+    try:
+        return headwork.preload_slices(job_id, generation, _owner(self), token,
+                                       _progress(self))
+    except LeaseLost as exc:
+        log.info("%s", exc)
+        return "lease lost"
+
+
 @app.task(name="backupflows.head.build", bind=True)
 def build(self: Task, job_id: int, generation: int, token: str | None = None) -> str:
     """Load every slice into the head (idempotent per slice)."""

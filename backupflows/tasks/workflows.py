@@ -3,12 +3,15 @@
 The initial sync::
 
     start_sync                                    (agent)
-      -> replaced by
+      -> queues
     chord(group(slice_range per range), build)    (agent ... daemon.<id>)
       | apply_round | validate                    (daemon.<id>)
+    and preload                                   (daemon.<id>, with PRELOAD)
 
 The ranges are known only once ``start_sync`` has run, so it builds the
-chord and replaces itself with it. The catalog, not the canvas, is the
+chord and queues it (``apply_async`` from the task). ``preload`` loads
+slices into the head while they are being made; the chord's ``build`` then
+waits for it and loads whatever is left. The catalog, not the canvas, is the
 truth: every step checks the job's state and no-ops when it is not its turn,
 and the ``reconcile`` dispatcher re-queues whatever a lost message, chord or
 broker restart left undone. Daemon steps go to ``daemon_queue(job.daemon_id)``.
@@ -23,6 +26,7 @@ from celery import chain, chord, group
 
 from backupflows.catalog.db import session_scope
 from backupflows.catalog.models import BackupJob
+from backupflows.jobs.config import job_config
 from backupflows.jobs.dispatch import Work
 from backupflows.settings import get_settings
 from backupflows.tasks import backup
@@ -48,6 +52,8 @@ def slicing_canvas(job_id: int, generation: int, range_ids: list[int], daemon_id
     if not range_ids:
         return head_steps(job_id, generation, daemon_id)
     q = _dq(daemon_id)
+    if job_config().preload:
+        backup.preload.apply_async((job_id, generation), queue=q)
     slices = group(backup.slice_range.si(rid, job_id, generation).set(queue=AGENT)
                    for rid in range_ids)
     body = backup.build.si(job_id, generation).set(queue=q)
@@ -97,6 +103,9 @@ def send(work: Work) -> None:
     elif work.kind == "slice":
         backup.slice_range.apply_async((work.range_id, work.job_id, work.generation),
                                        queue=AGENT)
+    elif work.kind == "preload":
+        backup.preload.apply_async((work.job_id, work.generation, work.token),
+                                   queue=_dq(work.daemon_id))
     elif work.kind == "build":
         head_steps(work.job_id, work.generation, work.daemon_id, work.token).apply_async()
     elif work.kind == "validate":
