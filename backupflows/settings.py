@@ -54,6 +54,7 @@ class Settings:
     result_backend: str
     store_dir: Path
     heads_dir: Path
+    store_url: str
     daemon_id: str
     log_json: bool
     log_level: str
@@ -153,13 +154,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(_env(env, "DATA_DIR") or DEFAULT_DATA_DIR).expanduser().absolute()
     catalog = _env(env, "CATALOG_URL")
+    store_dir = Path(_env(env, "STORE_DIR") or data_dir / "store").expanduser().absolute()
     return Settings(
         data_dir=data_dir,
         catalog_url=normalize_catalog_url(catalog) if catalog else f"sqlite:///{data_dir}/catalog.db",
         broker_url=_get(env, "BROKER_URL", f"sqlite:///{data_dir}/broker.db", _url),
         result_backend=_get(env, "RESULT_BACKEND", f"db+sqlite:///{data_dir}/results.db", _url),
-        store_dir=Path(_env(env, "STORE_DIR") or data_dir / "store").expanduser().absolute(),
+        store_dir=store_dir,
         heads_dir=Path(_env(env, "HEADS_DIR") or data_dir / "heads").expanduser().absolute(),
+        store_url=_env(env, "STORE_URL") or str(store_dir),
         daemon_id=_daemon_id(env),
         log_json=_get(env, "LOG_JSON", False, parse_bool),
         log_level=_get(env, "LOG_LEVEL", "INFO", _log_level),

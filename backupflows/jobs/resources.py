@@ -47,12 +47,15 @@ def source_client(uri: str) -> MongoClient:
 
 
 def object_store() -> Backend:
-    """The object store of slices and oplog segments (``BACKUPFLOWS_STORE_DIR``)."""
+    """The object store of slices and oplog segments (``BACKUPFLOWS_STORE_URL``: a path,
+    ``file:///path`` or ``s3://bucket/prefix?endpoint_url=...``; default the
+    ``BACKUPFLOWS_STORE_DIR`` directory)."""
     with _lock:
         if not _store:
             settings = get_settings()
-            settings.store_dir.mkdir(parents=True, exist_ok=True)
-            _store.append(open_backend(str(settings.store_dir)))
+            if "://" not in settings.store_url:
+                Path(settings.store_url).mkdir(parents=True, exist_ok=True)
+            _store.append(open_backend(settings.store_url))
         return _store[0]
 
 

@@ -58,7 +58,7 @@ class Storage:
         if store_url is None:
             from backupflows.settings import get_settings
 
-            store_url = get_settings().store_dir
+            store_url = get_settings().store_url
         return cls(catalog_url, open_backend(store_url))
 
 

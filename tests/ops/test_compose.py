@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -71,11 +72,13 @@ def _names_the_code_reads() -> set[str]:
 
 def test_services_are_the_stack_the_issue_asks_for(spec: dict[str, Any]) -> None:
     services = spec["services"]
-    assert {"mongo1", "mongo2", "mongo3", "mongo-init", "redis", "postgres", "catalog-upgrade",
+    assert {"mongo1", "mongo2", "mongo3", "mongo-init", "redis", "postgres", "minio",
+            "minio-init", "catalog-upgrade",
             "agent", "daemon1", "storage", "beat", "serve", "flower"} <= set(services)
     for name, svc in services.items():
         image = svc["image"]
-        assert image == OWN_IMAGE or re.fullmatch(r"(mongo|redis|postgres):\d+(\.\d+)?", image), \
+        assert image == OWN_IMAGE or re.fullmatch(
+            r"(mongo|redis|postgres):\d+(\.\d+)?|minio/(minio|mc):RELEASE\.[0-9TZ-]+", image), \
             f"{name}: unpinned or unknown image {image}"
         if svc.get("restart") != "no" and name != "beat":
             assert "healthcheck" in svc, f"{name} has no health check"
@@ -149,6 +152,8 @@ def test_environment_is_what_the_code_reads(spec: dict[str, Any],
     for name, svc in _own(spec).items():
         env = {k: _interpolate(str(v), dotenv) for k, v in svc["environment"].items()}
         for key in env:
+            if key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # boto3 reads them
+                continue
             assert key.startswith("BACKUPFLOWS_"), f"{name}: {key} is not ours"
             assert key in known, f"{name}: {key} is read nowhere in the code"
         settings = load_settings(env)  # values parse (a ConfigError names the variable)
@@ -161,10 +166,32 @@ def test_environment_is_what_the_code_reads(spec: dict[str, Any],
         mounts = {v.split(":", 1)[1] for v in svc["volumes"]}
         for directory in (settings.data_dir, settings.store_dir):
             assert str(directory) in mounts, f"{name}: {directory} is not on a volume"
+        _check_store_url(spec, settings.store_url, env)
         if svc["command"][:2] == ["backupflows", "serve"]:
             assert len(env["BACKUPFLOWS_API_TOKEN"]) >= 16
     pg = spec["services"]["postgres"]["environment"]
     assert pg["POSTGRES_USER"] == "backupflows" and pg["POSTGRES_DB"] == "backupflows"
+
+
+def _check_store_url(spec: dict[str, Any], url: str, env: dict[str, str]) -> None:
+    """The object store is the MinIO service, in a bucket minio-init creates, with
+    its credentials; the URL is one the S3 backend accepts."""
+    from backupflows.storage.backends import open_raw_backend
+    from backupflows.storage.backends.s3 import S3Backend
+
+    backend = open_raw_backend(url)
+    assert isinstance(backend, S3Backend)
+    parts = urlsplit(url)
+    assert "endpoint_url=http://minio:9000" in parts.query
+    init = " ".join(spec["services"]["minio-init"]["command"])
+    assert f"mc mb --ignore-existing local/{parts.hostname}" in init
+    minio = spec["services"]["minio"]
+    assert minio["command"][:2] == ["server", "/data"]
+    for ours, theirs in (("AWS_ACCESS_KEY_ID", "MINIO_ROOT_USER"),
+                         ("AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD")):
+        assert env[ours]  # set from compose/.env
+        assert f"${{{theirs}:?" in str(spec["x-backupflows-env"][ours])
+        assert f"${{{theirs}:?" in str(minio["environment"][theirs])
 
 
 def test_volumes_declared_and_variables_defined(spec: dict[str, Any],

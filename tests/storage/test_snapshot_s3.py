@@ -56,3 +56,41 @@ def test_snapshots_on_s3(catalog: str, job: int, s3_endpoint: str, s3_client: An
     assert restored(storage, second) == state_of(head)
     assert_store_intact(storage)
     head.close()
+
+
+def test_store_url_setting_puts_snapshots_slices_and_segments_on_s3(
+        catalog: str, job: int, s3_endpoint: str, s3_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``BACKUPFLOWS_STORE_URL=s3://...`` is what an operator sets (compose does):
+    the blockstore and the object store of slices and oplog segments both use it,
+    and nothing is written to the local store directory."""
+    from backupflows.jobs import resources
+    from backupflows.settings import get_settings, reset_settings
+
+    prefix = f"env-{uuidlib.uuid4().hex[:8]}"
+    monkeypatch.setenv("BACKUPFLOWS_STORE_DIR", str(tmp_path / "local-store"))
+    monkeypatch.setenv("BACKUPFLOWS_STORE_URL",
+                       f"s3://{BUCKET}/{prefix}?endpoint_url={s3_endpoint}&region=us-east-1")
+    reset_settings()
+    resources.reset()
+    try:
+        assert get_settings().store_url.startswith("s3://")
+        storage = service.Storage.open(catalog)
+        head = HeadStore(tmp_path / "h.db")
+        op, ui = Op(1_800_000_000), uuid(78)
+        fill(head, [op.c("env", {"create": "c"}, ui=ui)]
+             + [op.i("env.c", {"_id": i, "v": i}, ui=ui) for i in range(300)])
+        sid = service.take(storage, job, head, opts=small_opts())
+        assert restored(storage, sid) == state_of(head)
+        resources.object_store().put("slices/probe", b"x")
+        keys = [o["Key"] for o in s3_client.list_objects_v2(
+            Bucket=BUCKET, Prefix=prefix + "/").get("Contents", [])]
+        assert any(k.endswith("slices/probe") for k in keys)
+        assert len(keys) > 2  # blocks and manifests too
+        assert not (tmp_path / "local-store").exists() or not any(
+            (tmp_path / "local-store").iterdir())
+        head.close()
+    finally:
+        monkeypatch.delenv("BACKUPFLOWS_STORE_URL")
+        reset_settings()
+        resources.reset()
