@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -143,8 +144,10 @@ def cli_restore_waits_with_progress(setup: Setup, tmp_path: Path) -> None:
 def serve_takes_a_download_request(setup: Setup) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **setup.env}
+    # serve logs every request: a pipe nobody reads would fill up
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=log)
     try:
         api = Client(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 20
@@ -171,3 +174,4 @@ def serve_takes_a_download_request(setup: Setup) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        log.close()
