@@ -1,7 +1,7 @@
 """Benchmark: restores, next to restic and borg, same data, one run.
 
 Run:  .venv/bin/python bench/bench_restore.py [--docs N] [--target-docs N]
-          [--oplog N] [--workdir DIR] [--keep]
+          [--oplog N] [--repeat N] [--dir-only] [--workdir DIR] [--keep]
 
 1. Data set-up of ``bench_snapshot.py`` (imported, not copied): a head of
    ``--docs`` generated documents (~330 bytes each; default 1.6 M, ~530 MB of
@@ -13,9 +13,13 @@ Run:  .venv/bin/python bench/bench_restore.py [--docs N] [--target-docs N]
    extract``, and ``backupflows`` (snapshot -> mongodump directory, block
    hashes, per-collection counts and content hashes verified), each into an
    empty directory after a ``sync``, interleaved ``--repeat`` times; median
-   wall time; our peak RSS. Diagnostic: the same blocks read, SHA-256
-   checked, decompressed and written WITHOUT the per-document content hash
-   (not a restore: it shows what that verification costs).
+   wall time; our peak RSS. ``ours`` verifies each collection from the
+   SHA-256-checked blocks and the content sums the manifest records per block
+   (format 2); ``ours_perdoc`` is the same restore with those sums ignored,
+   i.e. every document hashed as for a format 1 manifest (the method before
+   the sums; interleaved in the same run for a fair comparison). Diagnostic:
+   the same blocks read, SHA-256 checked, decompressed and written WITHOUT
+   any content-hash accounting (not a restore: the floor).
 3. Point in time: ``--oplog`` update/insert/delete entries stored as oplog
    segments after the snapshot; a restore at the last one (snapshot loaded
    into a temporary head, entries applied, result written and verified):
@@ -152,6 +156,11 @@ def child(work: Path, what: str, arg: str) -> None:
     if what == "blocks":
         blocks_only(storage, Path(arg))
         return
+    if what == "dir-perdoc":  # as for a format 1 manifest: no recorded block sums
+        from backupflows.storage.manifest import CollectionEntry
+
+        CollectionEntry.block_sums = lambda self: None  # type: ignore[method-assign]
+        what = "dir"
     kw: dict[str, Any] = {"snapshot_id": 1}
     if what == "dir":
         dest: dict[str, Any] = {"kind": "dir", "path": arg}
@@ -274,11 +283,15 @@ def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any],
                    capture_output=True)
     subprocess.run(["borg", "init", "-e", "none", str(borg)], env=env, check=True,
                    capture_output=True)
-    snapbench.timed_cmd(["restic", "backup", "--repo", str(restic), "--compression", "auto",
-                         "--quiet", str(dump)], env)
-    snapbench.timed_cmd(["borg", "create", "-C", "zstd,3", f"{borg}::first", str(dump)], env)
-    runs: dict[str, list[float]] = {"restic": [], "borg": [], "ours": [], "blocks_only": []}
-    out: dict[str, Any] = {}
+    backups = {  # the snapshot costs more since it sums documents: shown next to these
+        "restic_backup_s": snapbench.timed_cmd(
+            ["restic", "backup", "--repo", str(restic), "--compression", "auto", "--quiet",
+             str(dump)], env),
+        "borg_create_s": snapbench.timed_cmd(
+            ["borg", "create", "-C", "zstd,3", f"{borg}::first", str(dump)], env)}
+    runs: dict[str, list[float]] = {"restic": [], "borg": [], "ours": [], "ours_perdoc": [],
+                                    "blocks_only": []}
+    out: dict[str, Any] = dict(backups)
     for _ in range(repeat):  # interleaved, each into an empty directory after a sync
         for d in ("r-restic", "r-borg", "r-ours"):
             shutil.rmtree(work / d, ignore_errors=True)
@@ -297,6 +310,11 @@ def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any],
         ours = run_child(work, "dir", str(work / "r-ours"))
         assert ours["state"] == "done", ours
         runs["ours"].append(ours["wall"])
+        shutil.rmtree(work / "r-perdoc", ignore_errors=True)
+        os.sync()
+        perdoc = run_child(work, "dir-perdoc", str(work / "r-perdoc"))
+        assert perdoc["state"] == "done", perdoc
+        runs["ours_perdoc"].append(perdoc["wall"])
         shutil.rmtree(work / "r-blocks", ignore_errors=True)
         os.sync()
         runs["blocks_only"].append(run_child(work, "blocks", str(work / "r-blocks"))["wall"])
@@ -308,7 +326,7 @@ def restore_dirs(work: Path, env: dict[str, str], report: dict[str, Any],
     out.update(ours_bytes=snapbench.du(work / "r-ours"), ours_rss_mb=ours["rss_mb"],
                ours_docs=ours["result"]["docs"], ours_verified=ours["result"]["verified"])
     report["dir"] = out
-    for d in ("r-restic", "r-borg", "r-ours"):
+    for d in ("r-restic", "r-borg", "r-ours", "r-perdoc", "r-blocks"):
         shutil.rmtree(work / d, ignore_errors=True)
 
 
@@ -353,7 +371,7 @@ def restore_target(work: Path, n: int, report: dict[str, Any]) -> None:
 
 def targets(r: dict[str, Any]) -> dict[str, Any]:
     d = r["dir"]
-    rss = max(d["ours_rss_mb"], r["pit"]["rss_mb"], r["target"]["rss_mb"])
+    rss = max([d["ours_rss_mb"]] + [r[k]["rss_mb"] for k in ("pit", "target") if k in r])
     return {"dir restore wall <= restic restore": [round(d["ours_s"], 2),
                                                   round(d["restic_s"], 2),
                                                   d["ours_s"] <= d["restic_s"]],
@@ -371,8 +389,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         ids = prepare(work, args, report)
         restore_dirs(work, env, report, args.repeat)
-        restore_pit(work, ids, args.oplog, report)
-        restore_target(work, args.target_docs, report)
+        if not args.dir_only:
+            restore_pit(work, ids, args.oplog, report)
+            restore_target(work, args.target_docs, report)
         report["targets"] = targets(report)
     finally:
         if not args.keep:
@@ -381,17 +400,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    d, p, t = r["dir"], r["pit"], r["target"]
+    d, p, t = r["dir"], r.get("pit"), r.get("target")
     print(f"data: {r['docs'] + r['target_docs']:,} documents, {r['head_bytes'] / 1e6:.0f} MB "
           f"of BSON (dump {r['dump_bytes'] / 1e6:.0f} MB); snapshot "
-          f"{r['snapshot']['bytes_stored'] / 1e6:.0f} MB stored")
+          f"{r['snapshot']['bytes_stored'] / 1e6:.0f} MB stored in {r['snapshot']['wall']:.2f} s "
+          f"(restic backup {d['restic_backup_s']:.2f} s, borg create {d['borg_create_s']:.2f} s)")
     print("restore to a directory:")
     for tool in ("restic", "borg", "ours"):
         print(f"  {tool:7} {d[tool + '_s']:7.2f} s (median of {d[tool + '_runs']})  "
               f"{d[tool + '_bytes'] / 1e6:8.1f} MB")
-    print(f"  ours: {d['ours_docs']:,} documents verified, peak RSS {d['ours_rss_mb']:.0f} MB")
+    print(f"  ours: {d['ours_docs']:,} documents verified, peak RSS {d['ours_rss_mb']:.0f} MB; "
+          f"ratios ours/restic {d['ours_s'] / d['restic_s']:.2f}, ours/borg "
+          f"{d['ours_s'] / d['borg_s']:.2f}")
+    print(f"  ours with every document hashed (format 1 path): {d['ours_perdoc_s']:.2f} s "
+          f"(median of {d['ours_perdoc_runs']}; /restic {d['ours_perdoc_s'] / d['restic_s']:.2f})")
     print(f"  diagnostic: blocks read, checked and written without the per-document content "
           f"hash: {d['blocks_only_s']:.2f} s (median of {d['blocks_only_runs']})")
+    if p is None or t is None:
+        for name, (ours, ref, ok) in r["targets"].items():
+            print(f"  {'PASS' if ok else 'FAIL'}  {name}: {ours} vs {ref}")
+        return
     print(f"point in time: {p['entries']:,} entries rolled forward at "
           f"{p['entries_per_s']:,.0f}/s (snapshot load {p['load_s']:.1f} s, apply "
           f"{p['apply_s']:.1f} s, whole restore {p['wall_s']:.1f} s, RSS {p['rss_mb']:.0f} MB)")
@@ -410,6 +438,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="directory restores per tool")
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--dir-only", action="store_true",
+                        help="only the directory restores (no point in time, no target)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--arg", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -35,16 +35,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from backupflows.contenthash import ContentHash
-from backupflows.errors import IntegrityError
+from backupflows.errors import IntegrityError, RestoreError
 from backupflows.head.catalog import Collection
 from backupflows.head.export import HeadReader
-from backupflows.restore.hashworker import hash_documents  # stdlib-only, shared with restores
+from backupflows.restore.hashpool import HashPool  # stdlib-only helpers, shared with restores
+from backupflows.restore.hashworker import hash_documents
 from backupflows.storage import layers as L
 from backupflows.storage.blockstore import BlockRef, BlockStore, Prepared
 from backupflows.storage.chunker import Chunk, ChunkParams, chunks
 from backupflows.storage.manifest import DELTA, FULL, BlockEntry, CollectionEntry, Layer, Manifest
 
 _MOD = 1 << 256
+HASH_INLINE_BYTES = 16 << 20  # past this, a snapshot sums documents on helper processes
 
 Progress = Callable[["TakeStats"], None]
 
@@ -91,22 +93,28 @@ class LayerWriter:
         self.cpu = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blocks")
         self.io = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="uploads")
         self.uploads: list[tuple[Prepared, Future[None]]] = []
+        self.hasher: HashPool | None = None
+        self._hashed = 0
         self._last_report = time.monotonic()
 
     def close(self) -> None:
         self.cpu.shutdown(wait=True)
         self.io.shutdown(wait=True)
+        if self.hasher is not None:
+            self.hasher.close()
+            self.hasher = None
 
     def write(self, kind: str, pieces: Iterable[Chunk | BlockEntry]) -> Layer:
         """A layer of ``kind`` from chunks (stored) and reused block entries."""
         layer = Layer(self.snapshot_id, kind)
-        pending: deque[tuple[Chunk, Future[tuple[Prepared, int | None]]] | BlockEntry] = deque()
-        prep = self._prepare_full if kind == FULL else self._prepare
+        pending: deque[tuple[Chunk, Future[Prepared], Future[tuple[int, int]] | None]
+                       | BlockEntry] = deque()
         for piece in pieces:
             if isinstance(piece, BlockEntry):
                 pending.append(piece)
             else:
-                pending.append((piece, self.cpu.submit(prep, piece)))
+                summed = self._sum(piece) if kind == FULL else None
+                pending.append((piece, self.cpu.submit(self.store.prepare, piece.data), summed))
             if len(pending) >= self.opts.in_flight:
                 self._advance(layer, pending, self.opts.in_flight // 2)
                 self._settle(wait=False)
@@ -114,21 +122,28 @@ class LayerWriter:
         self._settle(wait=True)
         return layer
 
-    def _prepare(self, chunk: Chunk) -> tuple[Prepared, int | None]:
-        return self.store.prepare(chunk.data), None
-
-    def _prepare_full(self, chunk: Chunk) -> tuple[Prepared, int | None]:
-        """Hash and compress a full-layer block, and the content sum of its documents."""
+    def _sum(self, chunk: Chunk) -> Future[tuple[int, int]]:
+        """(documents, content sum) of a full-layer chunk: on the helper
+        processes of a ``HashPool`` once this snapshot has hashed
+        ``HASH_INLINE_BYTES`` (document hashing holds the GIL, which the
+        reading thread needs), inline before that (no process to start)."""
+        if self.hasher is None and self._hashed >= HASH_INLINE_BYTES:
+            self.hasher = HashPool(max(1, self.opts.workers))
+        self._hashed += len(chunk.data)
+        if self.hasher is not None:
+            return self.hasher.submit(chunk.data)
+        fut: Future[tuple[int, int]] = Future()
         n, total, size = hash_documents(chunk.data)
-        if n != chunk.count:
-            raise IntegrityError(f"a block of {chunk.count} documents frames {n} "
-                                 f"(bad document length {size} at offset {total})")
-        return self.store.prepare(chunk.data), total
+        if n < 0:
+            fut.set_exception(IntegrityError(f"bad document length {size} at offset {total}"))
+        else:
+            fut.set_result((n, total))
+        return fut
 
     def _advance(self, layer: Layer, pending: deque, n: int) -> None:
         items = [pending.popleft() for _ in range(n)]
-        ready = [(c, *f.result()) for c, f in (i for i in items
-                                               if not isinstance(i, BlockEntry))]
+        ready = [(c, f.result(), _counted(c, summed))
+                 for c, f, summed in (i for i in items if not isinstance(i, BlockEntry))]
         refs, todo = self.store.dedup([p for _, p, _ in ready], self.snapshot_id)
         for p in todo:
             self.uploads.append((p, self.io.submit(self.store.upload, p)))
@@ -167,6 +182,19 @@ class LayerWriter:
         if self.progress is not None and now - self._last_report >= 1.0:
             self._last_report = now
             self.progress(self.stats)
+
+
+def _counted(chunk: Chunk, summed: Future[tuple[int, int]] | None) -> int | None:
+    """The content sum of a chunk's documents, checked to frame ``chunk.count``."""
+    if summed is None:
+        return None
+    try:
+        n, total = summed.result()
+    except RestoreError as exc:  # from a helper: a malformed document, or a helper lost
+        raise IntegrityError(f"a block of {chunk.count} documents: {exc}") from None
+    if n != chunk.count:
+        raise IntegrityError(f"a block of {chunk.count} documents frames {n}")
+    return total
 
 
 def take(view: HeadReader, store: BlockStore, *, snapshot_id: int, job_id: int,
