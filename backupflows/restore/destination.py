@@ -86,6 +86,8 @@ def deliver(items: list[Item], dest: Destination, progress: Progress | None = No
                 checked = Checked(None, item.expected, item.ns, progress.add,
                                   blocks=item.blocks(), pool=pool if _pooled(item) else None,
                                   sums=item.sums)
+            elif item.runs is not None:
+                checked = Checked(None, item.expected, item.ns, progress.add, runs=item.runs())
             else:
                 checked = Checked(item.documents(), item.expected, item.ns, progress.add)
             dest.write(item, checked)

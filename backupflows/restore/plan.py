@@ -25,6 +25,7 @@ from backupflows.head.export import HeadReader
 from backupflows.mongodump import CollectionMeta, DumpReader
 from backupflows.mongodump.metadata import BUCKETS_PREFIX
 from backupflows.restore.select import Selection
+from backupflows.storage import layers as L
 from backupflows.storage import snapshot as snap
 from backupflows.storage.blockstore import BlockStore
 from backupflows.storage.manifest import FULL, BlockEntry, CollectionEntry, Manifest
@@ -33,6 +34,7 @@ _DECODE = CodecOptions(document_class=dict, tz_aware=False)
 _TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
 
 Documents = Callable[[], Iterator[bytes]]
+Runs = Callable[[], Iterator[L.Run]]
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Namespace:
     documents: Documents
     blocks: Documents | None = None  # whole-document chunks, when stored as one full layer
     sums: list[BlockEntry] | None = None  # those blocks with their recorded content sums
+    runs: Runs | None = None  # the documents as runs (``layers.merge_runs``)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Item:
     blocks: Documents | None = None  # the same documents as whole-document chunks
     sums: list[BlockEntry] | None = None  # what ``blocks`` yields, block by block, with
     #                                       its recorded count and content sum
+    runs: Runs | None = None  # the same documents as runs: untouched blocks whole
 
     @property
     def ns(self) -> str:
@@ -107,11 +111,11 @@ def _item(n: Namespace, db: str, name: str, buckets: Namespace | None) -> Item:
             return Item(source, meta, _none, ContentHash())
         return Item(source, meta, buckets.documents,
                     ContentHash.from_hex(buckets.count, buckets.hash), buckets.blocks,
-                    buckets.sums)
+                    buckets.sums, buckets.runs)
     assert n.type == COLLECTION, n.type
     meta = CollectionMeta(db, name, COLLECTION, _decode(n.options), indexes, n.uuid)
     return Item(source, meta, n.documents, ContentHash.from_hex(n.count, n.hash), n.blocks,
-                n.sums)
+                n.sums, n.runs)
 
 
 def _check_unique(items: list[Item]) -> None:
@@ -140,10 +144,19 @@ def _from_entry(store: BlockStore, c: CollectionEntry, prefetch: int) -> Namespa
     def blocks() -> Iterator[bytes]:  # a full layer's blocks are documents back to back
         return store.iter_blocks([b.id for b in c.layers[0].blocks], prefetch)
 
+    def runs() -> Iterator[L.Run]:
+        return L.merge_runs(c.layers, lambda ids: store.iter_blocks(ids, prefetch))
+
     single = c.holds_documents and len(c.layers) == 1 and c.layers[0].kind == FULL
     return Namespace(c.db, c.name, c.type, c.uuid, c.options, c.indexes, c.count, c.hash,
                      documents if c.holds_documents else _none, blocks if single else None,
-                     c.block_sums() if single else None)
+                     c.block_sums() if single else None,
+                     runs if c.holds_documents and not single and has_sums(c) else None)
+
+
+def has_sums(c: CollectionEntry) -> bool:
+    """Whether some base block of ``c`` records its content sum (format 2)."""
+    return bool(c.layers) and any(b.sum is not None for b in c.layers[0].blocks)
 
 
 def from_head(view: HeadReader) -> list[Namespace]:

@@ -32,7 +32,7 @@ from backupflows.head.catalog import Collection
 from backupflows.head.store import HeadStore
 from backupflows.oplog.crud import entry_key
 from backupflows.oplog.entry import Entry, parse
-from backupflows.restore.plan import Namespace, _none
+from backupflows.restore.plan import Namespace, _none, has_sums
 from backupflows.storage import layers as L
 from backupflows.storage import snapshot as snap
 from backupflows.storage.blockstore import BlockStore
@@ -146,9 +146,16 @@ def merged_namespace(head: HeadStore, c: Collection, entry: CollectionEntry, sto
         def blocks() -> Iterator[bytes]:
             return store.iter_blocks(ids, 4)
 
+    runs = None
+    if blocks is None and c.holds_documents and has_sums(entry):
+
+        def runs() -> Iterator[L.Run]:  # untouched blocks whole, with their recorded sums
+            return L.merge_runs(entry.layers, lambda ids: store.iter_blocks(ids, 4),
+                                changes(head, c, keys))
+
     return Namespace(c.db, c.name, c.type, c.uuid, c.options, head.indexes(c),
                      expected.count, expected.hexdigest(),
-                     documents if c.holds_documents else _none, blocks, sums)
+                     documents if c.holds_documents else _none, blocks, sums, runs)
 
 
 def load_sparse(head: HeadStore, store: BlockStore, c: CollectionEntry, keys: set[bytes],

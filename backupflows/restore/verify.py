@@ -24,6 +24,11 @@ document count and sum (computed from those exact bytes at snapshot time,
 where they were checked to add up to the head's hash) are accounted. The
 verdict is the same comparison: the accounted count and hash must equal the
 collection's recorded ones, and every listed block must have been read.
+
+A collection with delta layers (or a point in time merged with the oplog's
+changes) is read as runs (``layers.merge_runs``): base blocks that no change
+touches come whole and are accounted by their recorded sums; every other
+document (from a touched block, a delta layer or the head) is hashed.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from backupflows.contenthash import ContentHash
 from backupflows.errors import RestoreError, StorageError
 from backupflows.restore.hashpool import HashPool
 from backupflows.restore.hashworker import hash_documents
+from backupflows.storage.layers import Run
 from backupflows.storage.manifest import BlockEntry
 
 Progress = Callable[[int, int], None]  # (documents, bytes) since the last call
@@ -60,12 +66,14 @@ class Checked:
     def __init__(self, docs: Iterable[bytes] | None, expected: ContentHash | None, what: str,
                  progress: Progress | None = None, *,
                  blocks: Iterable[bytes] | None = None, pool: HashPool | None = None,
-                 sums: list[BlockEntry] | None = None) -> None:
-        if (docs is None) == (blocks is None):
-            raise ValueError("a checked stream reads documents or blocks")
+                 sums: list[BlockEntry] | None = None,
+                 runs: Iterable[Run] | None = None) -> None:
+        if sum(x is not None for x in (docs, blocks, runs)) != 1:
+            raise ValueError("a checked stream reads documents, blocks or runs")
         if sums is not None and blocks is None:
             raise ValueError("recorded block sums go with a blocks stream")
         self._docs, self._blocks, self.pool, self.sums = docs, blocks, pool, sums
+        self._runs = runs
         self.expected = expected
         self.what = what
         self.progress = progress
@@ -78,6 +86,15 @@ class Checked:
 
     def docs(self) -> Iterator[bytes]:
         """Documents one by one."""
+        if self._runs is not None:
+            from backupflows.storage.layers import split_docs
+
+            for data, whole in self._each_run():
+                if whole:
+                    yield from split_docs(data, self.what)
+                else:
+                    yield data
+            return
         if self._docs is None:
             from backupflows.storage.layers import split_docs
 
@@ -88,6 +105,22 @@ class Checked:
 
     def chunks(self) -> Iterator[bytes]:
         """Whole documents back to back, about ``CHUNK_BYTES`` at a time."""
+        if self._runs is not None:
+            buf: list[bytes] = []
+            size = 0
+            for data, whole in self._each_run():
+                if whole or size >= CHUNK_BYTES:
+                    if buf:
+                        yield b"".join(buf)
+                        buf, size = [], 0
+                    if whole:
+                        yield data
+                        continue
+                buf.append(data)
+                size += len(data)
+            if buf:
+                yield b"".join(buf)
+            return
         if self._blocks is None:
             yield from _joined(self._each_doc())
             return
@@ -109,6 +142,40 @@ class Checked:
                 self._settle(*pending.popleft())
         except StorageError as exc:
             raise RestoreError(f"{self.what}: reading the snapshot failed: {exc}") from exc
+        self.finished = True
+
+    def _each_run(self) -> Iterator[tuple[bytes, bool]]:
+        """``(data, whole block?)`` of a runs source (``layers.merge_runs``),
+        accounted: an untouched block by its recorded count and sum (hashed
+        when it has none), a document alone by its hash."""
+        assert self._runs is not None
+        from_bytes, fresh = int.from_bytes, _TEMPLATE.copy
+        n = nbytes = total = 0
+        try:
+            for data, entry in self._runs:
+                if entry is None:
+                    h = fresh()
+                    h.update(data)
+                    total += from_bytes(h.digest(), "big")
+                    nbytes += len(data)
+                    n += 1
+                    if n == 2000:
+                        self._account(n, total, nbytes)
+                        n = nbytes = total = 0
+                    yield data, False
+                    continue
+                if len(data) != entry.size:
+                    raise RestoreError(f"{self.what}: block {entry.id} holds {len(data)} "
+                                       f"bytes, the manifest records {entry.size}")
+                if entry.sum is None:
+                    self._account(*hash_chunk(data, f"{self.what}: block {entry.id}"),
+                                  len(data))
+                else:
+                    self._account(entry.records, entry.sum, len(data))
+                yield data, True
+        except StorageError as exc:
+            raise RestoreError(f"{self.what}: reading the snapshot failed: {exc}") from exc
+        self._account(n, total, nbytes)
         self.finished = True
 
     def _recorded_blocks(self, blocks: Iterable[bytes], sums: list[BlockEntry]

@@ -9,7 +9,9 @@ Record formats inside blocks:
 
 ``merge`` streams a collection from its layer chain: a k-way merge by
 ``_id`` key in which the newest layer wins and tombstones delete. Base blocks
-whose key range holds no change are passed through without computing a key.
+whose key range holds no change are passed through without computing a key
+(``merge_runs`` hands them over whole, so a restore can verify them by their
+recorded content sums).
 ``synthesize`` merges a chain into a new full layer, reusing every base block
 that the merge leaves intact (no read, no re-upload) — the chunk boundaries
 are the ones chunking the merged stream from scratch would give.
@@ -128,6 +130,22 @@ def merge(layers: list[Layer], fetch: Fetch, extra: Iterable[Change] | None = No
           ) -> Iterator[bytes]:
     """The raw documents of a collection from its layer chain (plus ``extra``
     newer changes), in ``_id`` order, streamed."""
+    for data, entry in merge_runs(layers, fetch, extra):
+        if entry is None:
+            yield data
+        else:
+            yield from split_docs(data, f"block {entry.id}")
+
+
+Run = tuple[bytes, BlockEntry | None]  # a whole untouched base block, or one document
+
+
+def merge_runs(layers: list[Layer], fetch: Fetch, extra: Iterable[Change] | None = None
+               ) -> Iterator[Run]:
+    """``merge`` in runs: a base block whose key range holds no change comes
+    whole, with its entry (its documents are delivered exactly as stored, so
+    its recorded content sum is theirs); every other document comes alone
+    (entry None)."""
     _check_chain(layers)
     base = layers[0]
     deltas = _deltas(layers[1:], fetch, extra)
@@ -137,26 +155,26 @@ def merge(layers: list[Layer], fetch: Fetch, extra: Iterable[Change] | None = No
         what = f"block {entry.id}"
         while nxt is not None and nxt[0] < entry.first_key:
             if nxt[1] is not None:
-                yield nxt[1]
+                yield nxt[1], None
             nxt = next(deltas, None)
         if nxt is None or nxt[0] > entry.last_key:
-            yield from split_docs(data, what)
+            yield data, entry
             continue
         for doc in split_docs(data, what):
             k = _key(doc, what)
             while nxt is not None and nxt[0] < k:
                 if nxt[1] is not None:
-                    yield nxt[1]
+                    yield nxt[1], None
                 nxt = next(deltas, None)
             if nxt is not None and nxt[0] == k:
                 if nxt[1] is not None:
-                    yield nxt[1]
+                    yield nxt[1], None
                 nxt = next(deltas, None)
                 continue
-            yield doc
+            yield doc, None
     while nxt is not None:
         if nxt[1] is not None:
-            yield nxt[1]
+            yield nxt[1], None
         nxt = next(deltas, None)
 
 

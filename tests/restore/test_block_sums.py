@@ -227,3 +227,89 @@ def test_cli_exits_non_zero_with_one_line(world: World, tmp_path: Path, data_dir
     assert any("shop.orders: verification failed" in ln for ln in lines), done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
+
+
+@pytest.fixture
+def chain(tmp_path: Path, data_dir: Path) -> World:
+    """A full snapshot then an incremental one (a delta layer over the full
+    layer) and more oplog after it, all through the real Applier."""
+    from backupflows.oplog.segments import entry_ts
+    from tests.oplog.helpers import Op, uuid
+
+    op, ui = Op(), uuid(9)
+    w = make_world(tmp_path / "c")
+    first = [op.c("shop", {"create": "orders"}, ui=ui)]
+    first += [op.i("shop.orders", {"_id": i, "pad": "o" * (i % 200), "n": i}, ui=ui)
+              for i in range(3000)]
+    w.position = entry_ts(first[0]) - 1
+    w.apply(first)
+    w.snapshot()
+    w.apply([op.u("shop.orders", 10, {"$v": 2, "diff": {"u": {"n": -10}}}, ui=ui),
+             op.d("shop.orders", 1500, ui=ui),
+             op.i("shop.orders", {"_id": 5000, "late": True}, ui=ui)])
+    w.snapshot()
+    w.apply([op.u("shop.orders", 2900, {"$v": 2, "diff": {"u": {"n": 0}}}, ui=ui),
+             op.d("shop.orders", 11, ui=ui)], record_every=1)
+    yield w
+    w.head.close()
+
+
+def _counting_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    from backupflows.storage import layers as L
+
+    seen = {"blocks": 0, "docs": 0}
+    real = L.merge_runs
+
+    def counted(*a: Any, **k: Any) -> Any:
+        for data, entry in real(*a, **k):
+            seen["docs" if entry is None else "blocks"] += 1
+            yield data, entry
+
+    monkeypatch.setattr(L, "merge_runs", counted)
+    return seen
+
+
+def test_an_incremental_chain_hashes_only_the_documents_of_touched_blocks(
+        chain: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sid = max(chain.snapshots)
+    m = service.snapshots.open_snapshot(chain.storage, sid)
+    assert [la.kind for la in _orders(m).layers] == ["full", "delta"]
+    seen = _counting_runs(monkeypatch)
+    monkeypatch.setattr(verify, "hash_chunk", lambda *a: pytest.fail("a whole block hashed"))
+    out = _restore(chain, tmp_path / "d")
+    assert out["state"] == "done" and out["result"]["collections"]["shop.orders"]["count"] \
+        == 3000
+    assert_same(read_dump_dir(tmp_path / "d"), expected_view(chain.states[chain.snapshots[sid]]))
+    from backupflows.bsonorder import id_key
+
+    base = _orders(m).layers[0].blocks
+    keys = [id_key(bson.encode({"_id": i})) for i in (10, 1500)]
+    touched = [b for b in base if any(b.first_key <= k <= b.last_key for k in keys)]
+    assert len(touched) == 2 and seen["blocks"] == len(base) - 2
+    # the touched blocks' documents, less the deleted one, plus the one inserted
+    assert seen["docs"] == sum(b.records for b in touched) - 1 + 1 < 3000 // 10
+
+
+def test_a_point_in_time_hashes_only_what_the_oplog_touched(
+        chain: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _counting_runs(monkeypatch)
+    last = max(chain.states)
+    req = service.request(chain.storage, deployment=chain.name,
+                          at=f"{last >> 32}:{last & 0xFFFFFFFF}",
+                          destination={"kind": "dir", "path": str(tmp_path / "p")})
+    out = service.run(chain.storage, req.id, "t")
+    assert out["state"] == "done" and out["result"]["roll_forward"]["entries"] == 2
+    assert_same(read_dump_dir(tmp_path / "p"), expected_view(chain.states[last]))
+    assert seen["blocks"] > 100 and 0 < seen["docs"] < 3000 // 5, seen
+
+
+def test_a_wrong_sum_of_an_untouched_block_in_a_chain_fails(chain: World,
+                                                            tmp_path: Path) -> None:
+    sid = max(chain.snapshots)
+    with chain.storage.reading() as s:
+        row = service.snapshots.get_snapshot(s, sid)
+    m = service.snapshots.load_manifest(chain.storage, row)
+    victim = _orders(m).layers[0].blocks[-2]  # the changes are at keys 10, 1500, 5000
+    victim.sum = (victim.sum or 0) ^ (1 << 200)
+    chain.storage.backend.put(row.manifest, mf.pack(m))
+    _fails(chain, tmp_path / "d", "shop.orders: verification failed: delivered 3000 documents")
