@@ -69,14 +69,15 @@ class HeadWriter:
 
     def prefetch(self, cid: int, keys: Iterable[bytes]) -> None:
         """Read the documents of many keys of one collection in few queries."""
-        todo = [k for k in set(keys)
-                if (cid, k) not in self._writes and (cid, k) not in self._cache]
+        cache, writes = self._cache, self._writes
+        # sorted: each chunk is one key range (fewer pages per query)
+        todo = sorted(k for k in set(keys) if (cid, k) not in writes and (cid, k) not in cache)
         for i in range(0, len(todo), _CHUNK):
             chunk = todo[i:i + _CHUNK]
+            found = {bytes(k): bytes(doc) for k, doc in
+                     self.conn.execute(self._select(len(chunk)), (cid, *chunk))}
             for k in chunk:
-                self._cache[(cid, k)] = None
-            for k, doc in self.conn.execute(self._select(len(chunk)), (cid, *chunk)):
-                self._cache[(cid, bytes(k))] = bytes(doc)
+                cache[(cid, k)] = found.get(k)
 
     def _select(self, n: int) -> str:
         sql = self._select_sql.get(n)
@@ -87,19 +88,22 @@ class HeadWriter:
         return sql
 
     def put(self, c: Collection, key: bytes, raw: bytes, old: bytes | None = None,
-            known: bool = False) -> None:
+            known: bool = False, old_digest: int | None = None,
+            digest: int | None = None) -> None:
         """Insert or replace the document of ``key``. ``old``/``known`` let a
-        caller that already read the current document skip a second read."""
+        caller that already read the current document skip a second read;
+        ``old_digest``/``digest``, a caller that already has the ``doc_digest``
+        of ``old``/``raw`` skip computing it again."""
         if not known:
             old = self.get(c, key)
         h = self._hash.get(c.cid)
         if h is None:
             h = self._hash[c.cid] = [0, 0]
         if old is not None:
-            h[1] -= doc_digest(old)
+            h[1] -= doc_digest(old) if old_digest is None else old_digest
         else:
             h[0] += 1
-        h[1] += doc_digest(raw)
+        h[1] += doc_digest(raw) if digest is None else digest
         self._writes[(c.cid, key)] = raw
         if self._missing_possible:
             self._missing[(c.cid, key)] = None

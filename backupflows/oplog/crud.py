@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING
 from bson.raw_bson import RawBSONDocument
 
 from backupflows.bsonorder import OBJECTID, KeyError_, id_key, raw_id
+from backupflows.contenthash import doc_digest
 from backupflows.errors import OplogError
 from backupflows.head import rawdoc
 from backupflows.head.catalog import COLLECTION, Collection
 from backupflows.head.store import DEFAULT_ID_INDEX, create_collection
 from backupflows.oplog import update as upd
+from backupflows.oplog.delta import apply_delta_raw
+from backupflows.oplog.deltadict import apply_delta_codec
 from backupflows.oplog.entry import Entry
 
 if TYPE_CHECKING:
@@ -115,6 +118,9 @@ def apply_update(w: HeadWriter, e: Entry) -> None:
     old = w.get(c, key)
     o_raw = e.o()
     delta = _is_delta(o_raw)
+    if delta and old is not None:
+        _apply_plain_delta(w, c, e, key, old, o_raw)
+        return
     kind = "delta" if delta else upd.classify(RawBSONDocument(o_raw))
     if old is None:
         if e.upsert and kind == "replacement":
@@ -125,6 +131,52 @@ def apply_update(w: HeadWriter, e: Entry) -> None:
     new = updated(e, old, o_raw, kind, delta)
     if new != old:
         w.put(c, key, new, old, known=True)
+
+
+class _Canonical:
+    """Digests of documents written by the C-codec delta path (bounded: forgotten
+    all at once when full). Such a document passes the codec's fidelity guard
+    by construction (``deltadict.apply_delta_codec``), so its next ``$v: 2``
+    update skips re-encoding it. Keyed by content, so it holds for any head and
+    any ``_id``, whatever happened to the document in between."""
+
+    MAX = 1 << 16
+
+    def __init__(self) -> None:
+        self.digests: set[int] = set()
+
+    def add(self, digest: int) -> None:
+        if len(self.digests) >= self.MAX:
+            self.digests.clear()
+        self.digests.add(digest)
+
+
+canonical = _Canonical()
+
+
+def _apply_plain_delta(w: HeadWriter, c: Collection, e: Entry, key: bytes, old: bytes,
+                       o_raw: bytes) -> None:
+    """``apply_update`` of a ``{$v: 2, diff}`` entry (``_is_delta``) whose
+    document exists: ``updated`` with the digests the content hash needs
+    computed once, and the fidelity check of a document this path wrote
+    skipped."""
+    old_digest = doc_digest(old)
+    diff = o_raw[_DELTA_AT:-1]
+    new = apply_delta_codec(old, diff, old_digest in canonical.digests)
+    by_codec = new is not None
+    if new is None:
+        try:
+            new = apply_delta_raw(old, diff)
+        except OplogError as exc:
+            raise e.error(str(exc), type(exc)) from None
+    if b"_id" in diff and id_key(new) != e.key:
+        raise e.error("the update would change the document's _id")
+    if new == old:
+        return
+    digest = doc_digest(new)
+    if by_codec:
+        canonical.add(digest)
+    w.put(c, key, new, old, known=True, old_digest=old_digest, digest=digest)
 
 
 _DELTA_HEAD = b"\x10$v\x00\x02\x00\x00\x00\x03diff\x00"

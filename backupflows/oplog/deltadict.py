@@ -52,15 +52,23 @@ class _Unsure(Exception):
     """The fast path cannot vouch for the result: take the raw walk."""
 
 
-def apply_delta_codec(raw_doc: bytes, raw_diff: bytes) -> bytes | None:
+def apply_delta_codec(raw_doc: bytes, raw_diff: bytes, doc_checked: bool = False
+                      ) -> bytes | None:
     """The post-image of ``raw_doc`` under the raw document diff ``raw_diff``,
-    or None when only the raw walk can tell (see the module docstring)."""
+    or None when only the raw walk can tell (see the module docstring).
+
+    ``doc_checked``: ``raw_doc`` is known to pass the fidelity guard, so its
+    re-encoding is skipped. Every result of this function passes it (its
+    values are the guarded values of the document and the diff, or new
+    nulls, lists and documents, and it was written by the encoder itself), so
+    a caller may pass True for a document it got from here (``canonical``).
+    """
     try:
         diff = _decode(raw_diff, _OPTS)
         if _encode(diff, False, _OPTS) != raw_diff:
             return None
         doc = _decode(raw_doc, _OPTS)
-        if _encode(doc, False, _OPTS) != raw_doc:
+        if not doc_checked and _encode(doc, False, _OPTS) != raw_doc:
             return None
         if "_id" in _apply_doc(doc, diff):
             return None  # the encoder would put a re-added _id first

@@ -11,7 +11,8 @@ from typing import Any
 
 import bson
 from bson import Int64
-from bson.binary import Binary
+from bson.binary import Binary, UuidRepresentation
+from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.decimal128 import Decimal128
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
@@ -194,6 +195,29 @@ def test_apply_delta_matches_the_reference_algorithm(doc: SON, data: st.DataObje
     assert apply_delta_raw(enc(doc), diff) == expected
     assert apply_delta_codec(enc(doc), bson.encode(diff)) in (None, expected)
     assert apply_delta_codec(enc(doc), bson.encode(diff)) is not None or _exotic(doc, diff)
+
+
+@SETTINGS
+@given(doc=DOCS, data=st.data())
+def test_codec_results_pass_its_own_fidelity_guard(doc: SON, data: st.DataObject) -> None:
+    """What lets the applier skip re-encoding a document the codec path wrote
+    (``doc_checked``): its result always re-encodes to its own bytes, and a
+    next update of it gives the raw walk's bytes with or without the check."""
+    first = apply_delta_codec(enc(doc), bson.encode(gen_doc_diff(data.draw, doc, 0)))
+    if first is None:
+        return
+    assert bson.encode(bson.decode(first, _CODEC)) == first
+    again = bson.decode(first, _SON)
+    diff = bson.encode(gen_doc_diff(data.draw, again, 0))
+    checked = apply_delta_codec(first, diff, doc_checked=True)
+    assert checked == apply_delta_codec(first, diff)
+    assert checked in (None, apply_delta_raw(first, diff))
+
+
+_CODEC = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
+                      datetime_conversion=DatetimeConversion.DATETIME_MS)
+_SON = CodecOptions(document_class=SON, uuid_representation=UuidRepresentation.UNSPECIFIED,
+                    datetime_conversion=DatetimeConversion.DATETIME_MS)
 
 
 def _exotic(doc: SON, diff: SON) -> bool:
