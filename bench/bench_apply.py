@@ -1,7 +1,7 @@
 """Benchmark: applying oplog entries to the head, next to plain batched
 writes of the same keys and values into the same store (same run).
 
-Run:  .venv/bin/python bench/bench_apply.py [--n N] [--batch B] [--replay M]
+Run:  .venv/bin/python bench/bench_apply.py [--n N] [--batch B] [--replay M | --replay M1,M2,...]
 
 Reports entries/s (one core) for inserts, $v:2 updates, deletes and a mixed
 workload, each with the raw rate of ``executemany`` INSERT/DELETE of the same
@@ -328,7 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--replay", type=int, default=0, help="entries for the replay RSS run")
+    p.add_argument("--replay", default="0",
+                   help="entries for the replay RSS run: M (runs M/10 and M) or a list"
+                        " M1,M2,... (e.g. 20000,200000,500000: RSS plateaus once SQLite's"
+                        " 64 MiB page cache is full)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as d:
         tmp = Path(d)
@@ -347,8 +350,11 @@ def main(argv: list[str] | None = None) -> None:
         with_idx, without = bench_tracking_cost(args.n, args.batch, tmp)
         print(f"change tracking index on the raw insert path: {with_idx:,.0f}/s with, "
               f"{without:,.0f}/s without ({1 - with_idx / without:.0%} cost)")
-        if args.replay:
-            for n in (args.replay // 10, args.replay):
+        sizes = [int(x) for x in args.replay.split(",")]
+        if len(sizes) == 1:
+            sizes = [sizes[0] // 10, sizes[0]] if sizes[0] else []
+        if sizes:
+            for n in sizes:
                 rate, rss = replay_rss(n, tmp)
                 print(f"oplog replay of {n:,} mixed entries: {rate:,.0f} entries/s "
                       f"(incl. start-up and dump writing), peak RSS {rss:.0f} MiB")

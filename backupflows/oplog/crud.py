@@ -134,20 +134,25 @@ def apply_update(w: HeadWriter, e: Entry) -> None:
 
 
 class _Canonical:
-    """Digests of documents written by the C-codec delta path (bounded: forgotten
-    all at once when full). Such a document passes the codec's fidelity guard
-    by construction (``deltadict.apply_delta_codec``), so its next ``$v: 2``
-    update skips re-encoding it. Keyed by content, so it holds for any head and
-    any ``_id``, whatever happened to the document in between."""
+    """Digests of documents written by the C-codec delta path: the latest
+    ``MAX`` to ``2 * MAX`` (two generations; at most ~3 MiB). Such a document
+    passes the codec's fidelity guard by construction
+    (``deltadict.apply_delta_codec``), so its next ``$v: 2`` update skips
+    re-encoding it. Keyed by content, so it holds for any head and any
+    ``_id``, whatever happened to the document in between."""
 
-    MAX = 1 << 16
+    MAX = 1 << 14
 
     def __init__(self) -> None:
         self.digests: set[int] = set()
+        self.older: set[int] = set()
+
+    def __contains__(self, digest: int) -> bool:
+        return digest in self.digests or digest in self.older
 
     def add(self, digest: int) -> None:
         if len(self.digests) >= self.MAX:
-            self.digests.clear()
+            self.older, self.digests = self.digests, set()
         self.digests.add(digest)
 
 
@@ -162,7 +167,7 @@ def _apply_plain_delta(w: HeadWriter, c: Collection, e: Entry, key: bytes, old: 
     skipped."""
     old_digest = doc_digest(old)
     diff = o_raw[_DELTA_AT:-1]
-    new = apply_delta_codec(old, diff, old_digest in canonical.digests)
+    new = apply_delta_codec(old, diff, old_digest in canonical)
     by_codec = new is not None
     if new is None:
         try:
