@@ -311,23 +311,16 @@ def _key(h: Any) -> tuple[int, str]:
 
 
 def dump_fingerprint(root: Path) -> dict[str, Any]:
-    """Count and content hash of every ``<db>/<coll>.bson`` of a mongodump directory."""
-    from bson import decode_file_iter
-    from bson.codec_options import CodecOptions
-    from bson.raw_bson import RawBSONDocument
-
+    """Count and content hash of every collection of a mongodump directory
+    (raw documents as the restore wrote them, read with ``DumpReader``)."""
     from backupflows.contenthash import ContentHash
+    from backupflows.mongodump.dumpdir import DumpReader
 
-    raw = CodecOptions(document_class=RawBSONDocument)
     out: dict[str, Any] = {}
-    for path in sorted(root.glob("*/*.bson")):
-        if path.name.startswith("system.") or path.parent.name in ("admin", "local", "config"):
+    for ns in DumpReader(root):
+        if ns.name.startswith("system.") or ns.db in ("admin", "local", "config"):
             continue
-        digest = ContentHash()
-        with open(path, "rb") as f:
-            for doc in decode_file_iter(f, raw):
-                digest.add(doc.raw)
-        out[f"{path.parent.name}.{path.name[:-len('.bson')]}"] = digest
+        out[ns.namespace] = ContentHash.of(ns.documents())
     return out
 
 
