@@ -300,8 +300,9 @@ class Demo:
             click.echo(f"  proved: {line}")
         for line in self.failed:
             click.echo(f"  FAILED: {line}")
-        click.echo(f"explore: BACKUPFLOWS_DATA_DIR={self.dir / 'data'} backupflows "
-                   "snapshots list demo | restores list | status")
+        click.echo(f"explore: export BACKUPFLOWS_DATA_DIR={self.dir / 'data'}; then "
+                   "backupflows snapshots list demo, backupflows restores list, "
+                   "backupflows events demo")
         if self.failed:
             raise SystemExit(1)
 
