@@ -21,18 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import bson
-from bson.codec_options import CodecOptions
 
 from backupflows.bsonorder import find_field
 from backupflows.errors import BackupflowsError
 from backupflows.head import rawdoc
-from backupflows.head.catalog import COLLECTION, TIMESERIES, VIEW, Collection
+from backupflows.head.catalog import TIMESERIES, VIEW, Collection
 from backupflows.head.store import DEFAULT_ID_INDEX, HeadStore
 from backupflows.mongodump import CollectionMeta, DumpReader, DumpWriter, stream_bson_file
-from backupflows.mongodump.metadata import BUCKETS_PREFIX
+from backupflows.mongodump.fromhead import collection_meta, dumped_collections
 from backupflows.oplog.applier import Applier, ApplyStats
 
-_DECODE = CodecOptions(document_class=dict, tz_aware=False)
 _LOAD_CHUNK = 5000
 _TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
 
@@ -173,32 +171,13 @@ def apply_oplog(head: HeadStore, entries: Iterable[bytes], until: int | None = N
 def write_dump(head: HeadStore, out: Path, progress: Progress = _quiet) -> int:
     """Write every namespace of ``head`` as a mongodump directory."""
     writer = DumpWriter(out, fsync=False)
-    colls = head.collections()
-    timeseries = {(c.db, c.name) for c in colls if c.type == TIMESERIES}
     total = 0
-    for c in colls:
-        if c.name.startswith(BUCKETS_PREFIX) and (
-                c.db, c.name[len(BUCKETS_PREFIX):]) in timeseries:
-            continue  # written with its time-series view
-        meta, source = _meta_of(head, c)
+    for c in dumped_collections(head):
+        meta, source = collection_meta(head, c)
         n = writer.write_collection(meta, head.export(source) if source else ())
         total += n
         progress(f"wrote {meta.namespace}: {n} documents")
     return total
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    return bson.decode(raw, _DECODE)
 
-
-def _meta_of(head: HeadStore, c: Collection) -> tuple[CollectionMeta, Collection | None]:
-    indexes = [_decode(s) for s in head.indexes(c)]
-    if c.type == VIEW:
-        return CollectionMeta(c.db, c.name, VIEW, _decode(c.options), []), None
-    if c.type == TIMESERIES:
-        buckets = head.collection(c.db, BUCKETS_PREFIX + c.name)
-        options = {} if buckets is None else _decode(rawdoc.build(
-            e for n, e in rawdoc.elements_of(buckets.options) if n in _TS_OPTIONS))
-        return CollectionMeta(c.db, c.name, TIMESERIES, options, indexes), buckets
-    assert c.type == COLLECTION
-    return CollectionMeta(c.db, c.name, COLLECTION, _decode(c.options), indexes, c.uuid), c

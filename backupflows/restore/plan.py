@@ -15,23 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import bson
-from bson.codec_options import CodecOptions
-
 from backupflows.contenthash import ContentHash
-from backupflows.head import rawdoc
 from backupflows.head.catalog import COLLECTION, TIMESERIES, VIEW
 from backupflows.head.export import HeadReader
 from backupflows.mongodump import CollectionMeta, DumpReader
+from backupflows.mongodump.fromhead import decode as _decode
+from backupflows.mongodump.fromhead import timeseries_options
 from backupflows.mongodump.metadata import BUCKETS_PREFIX
 from backupflows.restore.select import Selection
 from backupflows.storage import layers as L
 from backupflows.storage import snapshot as snap
 from backupflows.storage.blockstore import BlockStore
 from backupflows.storage.manifest import FULL, BlockEntry, CollectionEntry, Manifest
-
-_DECODE = CodecOptions(document_class=dict, tz_aware=False)
-_TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
 
 Documents = Callable[[], Iterator[bytes]]
 Runs = Callable[[], Iterator[L.Run]]
@@ -73,9 +68,6 @@ class Item:
         return self.meta.namespace
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    return bson.decode(raw, _DECODE)
-
 
 def _none() -> Iterator[bytes]:
     return iter(())
@@ -104,8 +96,7 @@ def _item(n: Namespace, db: str, name: str, buckets: Namespace | None) -> Item:
     if n.type == VIEW:
         return Item(source, CollectionMeta(db, name, VIEW, _decode(n.options), []), _none, None)
     if n.type == TIMESERIES:
-        options = {} if buckets is None else _decode(rawdoc.build(
-            e for k, e in rawdoc.elements_of(buckets.options) if k in _TS_OPTIONS))
+        options = timeseries_options(None if buckets is None else buckets.options)
         meta = CollectionMeta(db, name, TIMESERIES, options, indexes)
         if buckets is None:
             return Item(source, meta, _none, ContentHash())

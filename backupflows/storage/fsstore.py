@@ -22,19 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bson
-from bson.codec_options import CodecOptions
-
 from backupflows.contenthash import ContentHash
 from backupflows.errors import IntegrityError, StorageError
-from backupflows.head import rawdoc
-from backupflows.head.catalog import COLLECTION, TIMESERIES, VIEW, Collection
+from backupflows.head.catalog import Collection
 from backupflows.head.export import HeadReader
 from backupflows.mongodump import CollectionMeta, DumpReader, DumpWriter
 from backupflows.mongodump.fileio import atomic_write, fsync_dir
-from backupflows.mongodump.metadata import BUCKETS_PREFIX
+from backupflows.mongodump.fromhead import collection_meta, dumped_collections
 
-_DECODE = CodecOptions(document_class=dict, tz_aware=False)
 _TS_OPTIONS = (b"timeseries", b"expireAfterSeconds")
 TMP_PREFIX = ".tmp-"
 
@@ -66,11 +61,7 @@ def write_snapshot(view: HeadReader, root: Path, deployment: str, snapshot_id: i
     info: dict[str, Any] = {"snapshot": snapshot_id, "optime_ts": o.ts, "optime_t": o.t,
                             "mark": view.mark(), "gzip": gzip, "collections": {}}
     out = FsSnapshot(final, info)
-    colls = view.collections()
-    timeseries = {(c.db, c.name) for c in colls if c.type == TIMESERIES}
-    for c in colls:
-        if c.name.startswith(BUCKETS_PREFIX) and (c.db, c.name[len(BUCKETS_PREFIX):]) in timeseries:
-            continue  # written with its time-series view
+    for c in dumped_collections(view):
         _write_one(view, writer, c, prev, out)
     (tmp.parent / f"{TMP_PREFIX}{snapshot_id}.json").write_text(json.dumps(info))
     os.replace(tmp.parent / f"{TMP_PREFIX}{snapshot_id}.json", _sidecar(final))
@@ -81,7 +72,7 @@ def write_snapshot(view: HeadReader, root: Path, deployment: str, snapshot_id: i
 
 def _write_one(view: HeadReader, writer: DumpWriter, c: Collection,
                prev: tuple[Path, dict[str, Any]] | None, out: FsSnapshot) -> None:
-    meta, source = _meta_of(view, c)
+    meta, source = collection_meta(view, c)
     record: dict[str, Any] = {"db": meta.db, "name": meta.name, "type": meta.type}
     if source is not None:
         h = view.content_hash(source)
@@ -130,21 +121,7 @@ def _sidecar(path: Path) -> Path:
     return path.parent / f"{path.name}.json"
 
 
-def _decode(raw: bytes) -> dict[str, Any]:
-    return bson.decode(raw, _DECODE)
 
-
-def _meta_of(view: HeadReader, c: Collection) -> tuple[CollectionMeta, Collection | None]:
-    indexes = [_decode(s) for s in view.indexes(c)]
-    if c.type == VIEW:
-        return CollectionMeta(c.db, c.name, VIEW, _decode(c.options), []), None
-    if c.type == TIMESERIES:
-        buckets = view.collection(c.db, BUCKETS_PREFIX + c.name)
-        options = {} if buckets is None else _decode(rawdoc.build(
-            e for n, e in rawdoc.elements_of(buckets.options) if n in _TS_OPTIONS))
-        return CollectionMeta(c.db, c.name, TIMESERIES, options, indexes), buckets
-    assert c.type == COLLECTION
-    return CollectionMeta(c.db, c.name, COLLECTION, _decode(c.options), indexes, c.uuid), c
 
 
 def remove_snapshot(root: Path, deployment: str, snapshot_id: int) -> None:
