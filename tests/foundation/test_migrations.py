@@ -8,23 +8,15 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
 
 from backupflows.catalog import migrate
 from backupflows.catalog.db import create_catalog_engine
 from backupflows.catalog.models import Base
 from backupflows.errors import CatalogError
+from tests.catalog_helpers import table_names
 
 TABLES = {"deployments", "backup_jobs", "events",
           "sync_namespaces", "slice_ranges", "slices", "oplog_segments"}
-
-
-def _tables(url: str) -> set[str]:
-    engine = create_catalog_engine(url)
-    try:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
-    finally:
-        engine.dispose()
 
 
 def _schema_diff(url: str) -> list[object]:
@@ -40,12 +32,12 @@ def _schema_diff(url: str) -> list[object]:
 def _round_trip(url: str) -> None:
     assert migrate.current(url) is None
     assert migrate.upgrade(url) == migrate.head()
-    assert _tables(url) >= TABLES
+    assert table_names(url) >= TABLES
     assert _schema_diff(url) == []  # revisions == models
     assert migrate.downgrade(url, "base") is None
-    assert _tables(url) & TABLES == set()
+    assert table_names(url) & TABLES == set()
     assert migrate.upgrade(url) == migrate.head()
-    assert _tables(url) >= TABLES
+    assert table_names(url) >= TABLES
     migrate.require_current(url)
 
 
@@ -78,7 +70,7 @@ def _step_through_0002(url: str) -> None:
                                     " FROM backup_jobs WHERE id = 7")).one()
         assert tuple(row) == ("routine", 1, None)
         assert migrate.downgrade(url, "0001") == "0001"
-        assert _tables(url) & {"slices", "slice_ranges", "sync_namespaces",
+        assert table_names(url) & {"slices", "slice_ranges", "sync_namespaces",
                                "oplog_segments"} == set()
         with engine.connect() as conn:
             assert conn.execute(text("SELECT state FROM backup_jobs")).scalar_one() == "routine"

@@ -6,20 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from backupflows.catalog import migrate
 from backupflows.catalog.db import create_catalog_engine
+from tests.catalog_helpers import table_names
 
 TABLES = {"alerts", "daemon_heartbeats"}
-
-
-def _tables(url: str) -> set[str]:
-    engine = create_catalog_engine(url)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def _round_trip(url: str) -> None:
@@ -30,9 +23,9 @@ def _round_trip(url: str) -> None:
             conn.execute(text("INSERT INTO deployments (id, name, uri, include_ns, exclude_ns,"
                               " created_at) VALUES (1, 'd', 'mongodb://h/', '[]', '[]',"
                               " CURRENT_TIMESTAMP)"))
-        assert not _tables(url) & TABLES
+        assert not table_names(url) & TABLES
         assert migrate.upgrade(url, "0005") == "0005"
-        assert _tables(url) >= TABLES
+        assert table_names(url) >= TABLES
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO alerts (kind, subject, open_key, state, message,"
                               " data, opened_at, delivery_attempts) VALUES ('daemon_down',"
@@ -44,13 +37,13 @@ def _round_trip(url: str) -> None:
                               " 'daemon:x', 'daemon_down:daemon:x', 'open', 'm', '{}',"
                               " CURRENT_TIMESTAMP, 0)"))
         assert migrate.downgrade(url, "0004") == "0004"
-        assert not _tables(url) & TABLES
+        assert not table_names(url) & TABLES
         with engine.connect() as conn:
             assert conn.execute(text("SELECT name FROM deployments")).scalar() == "d"
     finally:
         engine.dispose()
     assert migrate.upgrade(url) == migrate.head()
-    assert _tables(url) >= TABLES
+    assert table_names(url) >= TABLES
 
 
 def test_0005_up_and_down_on_sqlite(tmp_path: Path) -> None:

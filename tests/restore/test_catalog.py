@@ -12,34 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, update
+from sqlalchemy import update
 
 from backupflows.catalog import migrate
-from backupflows.catalog.db import create_catalog_engine
 from backupflows.catalog.models import utcnow
 from backupflows.catalog.restore_models import Restore
 from backupflows.errors import RestoreError
 from backupflows.restore import service
+from tests.catalog_helpers import table_names
 from tests.restore.world import World
 
 TABLES = {"restores", "download_links"}
 
 
-def _tables(url: str) -> set[str]:
-    engine = create_catalog_engine(url)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
 def _round_trip(url: str) -> None:
     assert migrate.upgrade(url, "0003") == "0003"
-    assert not _tables(url) & TABLES
+    assert not table_names(url) & TABLES
     assert migrate.upgrade(url, "0004") == "0004"
-    assert _tables(url) >= TABLES
+    assert table_names(url) >= TABLES
     assert migrate.downgrade(url, "0003") == "0003"
-    assert not _tables(url) & TABLES and "snapshots" in _tables(url)
+    assert not table_names(url) & TABLES and "snapshots" in table_names(url)
     assert migrate.upgrade(url) == migrate.head()
 
 
