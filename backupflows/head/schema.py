@@ -1,4 +1,4 @@
-"""The head's SQLite schema (version 1).
+"""The head's SQLite schema (version 2).
 
 Tables:
 - ``meta``: schema version, applied optime (``ts`` packed as seconds << 32 |
@@ -13,13 +13,20 @@ Tables:
 - ``index_builds``: two-phase index builds started but not yet committed.
 - ``docs``: raw BSON documents keyed by (cid, order-preserving ``_id`` key),
   WITHOUT ROWID so a collection is one contiguous key range in ``_id`` order;
-  ``seq`` is the change sequence of the transaction that last wrote the row.
+  ``seq`` is the change sequence of the transaction that last wrote the row;
+  ``dg`` the document's 32-byte BLAKE2b digest (``backupflows.contenthash``),
+  written with the document, so a snapshot sums a block's content without
+  hashing its documents again (NULL only in rows of a head upgraded from
+  version 1: readers compute those).
 - ``tombstones``: deletes with their change sequence, for incremental
   snapshots (pruned up to a mark).
 - ``missing``: ``_id``s of updates that found no document (validation
   refetches them).
 - ``txn_entries``: the raw entries of transactions not yet applied
   (``partialTxn`` chains, prepared transactions), keyed by session/txnNumber.
+
+Versions: 1 had no ``docs.dg``; opening a version-1 head upgrades it in
+place (one ``ALTER TABLE``, no rewrite).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import sqlite3
 
 from backupflows.errors import HeadError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 16384
 WAL_CHECKPOINT_BYTES = 64 << 20
 
@@ -67,6 +74,7 @@ CREATE TABLE IF NOT EXISTS docs (
     k BLOB NOT NULL,
     doc BLOB NOT NULL,
     seq INTEGER NOT NULL,
+    dg BLOB,
     PRIMARY KEY (cid, k)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS docs_seq ON docs (cid, seq);
@@ -145,5 +153,26 @@ def _create(conn: sqlite3.Connection) -> None:
 
 def _check_version(conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is not None and row[0] == 1:
+        _upgrade_from_1(conn)
+        return
     if row is None or row[0] != SCHEMA_VERSION:
         raise HeadError(f"head schema version {row and row[0]} is not {SCHEMA_VERSION}")
+
+
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: add ``docs.dg`` (existing rows keep NULL)."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row[0] == 1:  # another process may have upgraded while we waited
+            conn.execute("ALTER TABLE docs ADD COLUMN dg BLOB")
+            conn.execute("UPDATE meta SET value=2 WHERE key='schema_version'")
+        if own:
+            conn.execute("COMMIT")
+    except BaseException:
+        if own:
+            conn.execute("ROLLBACK")
+        raise

@@ -19,11 +19,12 @@ from backupflows.head.catalog import Catalog, Collection
 _MOD = 1 << 256
 _CHUNK = 500
 
-_INSERT = "INSERT INTO docs (cid, k, doc, seq) VALUES (?, ?, ?, ?)"
-_UPDATE = "UPDATE docs SET doc=?, seq=? WHERE cid=? AND k=?"
+_INSERT = "INSERT INTO docs (cid, k, doc, seq, dg) VALUES (?, ?, ?, ?, ?)"
+_UPDATE = "UPDATE docs SET doc=?, seq=?, dg=? WHERE cid=? AND k=?"
 _DELETE = "DELETE FROM docs WHERE cid=? AND k=?"
-_UPSERT = ("INSERT INTO docs (cid, k, doc, seq) VALUES (?, ?, ?, ?)"
-           " ON CONFLICT (cid, k) DO UPDATE SET doc=excluded.doc, seq=excluded.seq")
+_UPSERT = ("INSERT INTO docs (cid, k, doc, seq, dg) VALUES (?, ?, ?, ?, ?)"
+           " ON CONFLICT (cid, k) DO UPDATE SET doc=excluded.doc, seq=excluded.seq,"
+           " dg=excluded.dg")
 _UNKNOWN = b""  # cache sentinel: state not read (a real document is never empty)
 
 
@@ -41,6 +42,7 @@ class HeadWriter:
         self.seq = int(self._meta("seq")) + 1
         self._cache: dict[tuple[int, bytes], bytes | None] = {}
         self._writes: dict[tuple[int, bytes], bytes | None] = {}
+        self._digests: dict[tuple[int, bytes], int] = {}  # of the documents in _writes
         # insertion-ordered (a dict): keys that arrive sorted sort in linear time
         self._blind: dict[tuple[int, bytes], None] = {}
         self._hash: dict[int, list[int]] = {}
@@ -103,8 +105,11 @@ class HeadWriter:
             h[1] -= doc_digest(old) if old_digest is None else old_digest
         else:
             h[0] += 1
-        h[1] += doc_digest(raw) if digest is None else digest
+        if digest is None:
+            digest = doc_digest(raw)
+        h[1] += digest
         self._writes[(c.cid, key)] = raw
+        self._digests[(c.cid, key)] = digest
         if self._missing_possible:
             self._missing[(c.cid, key)] = None
 
@@ -120,8 +125,10 @@ class HeadWriter:
         if h is None:
             h = self._hash[c.cid] = [0, 0]
         h[0] += 1
-        h[1] += doc_digest(raw)
+        digest = doc_digest(raw)
+        h[1] += digest
         self._writes[ck] = raw
+        self._digests[ck] = digest
         self._blind[ck] = None
         if self._missing_possible:
             self._missing[ck] = None
@@ -167,13 +174,13 @@ class HeadWriter:
         """Write the documents of ``put_new`` keys with a plain INSERT; if one
         existed after all, learn which did and correct the hash."""
         blind, self._blind = sorted(self._blind), {}
-        writes, seq = self._writes, self.seq
+        writes, digests, seq = self._writes, self._digests, self.seq
         rows = []
         for ck in blind:
             doc = writes[ck]
             if doc is None:  # inserted, then deleted: learn what was there
                 break
-            rows.append((ck[0], ck[1], doc, seq))
+            rows.append((ck[0], ck[1], doc, seq, digests[ck].to_bytes(32, "big")))
         else:
             self.conn.execute("SAVEPOINT blind")
             try:
@@ -186,6 +193,7 @@ class HeadWriter:
                 cache = self._cache
                 for ck in blind:
                     cache[ck] = writes.pop(ck)
+                    del digests[ck]
                 return
         self._learn_existing(blind)
 
@@ -210,18 +218,20 @@ class HeadWriter:
     def _flush_known(self) -> None:
         """Write documents whose previous state is known (in the cache)."""
         inserts, updates, dels, unknown = [], [], [], []
-        seq, cache = self.seq, self._cache
+        seq, cache, digests = self.seq, self._cache, self._digests
         for ck, doc in sorted(self._writes.items()):
             before = cache.get(ck, _UNKNOWN)
             if doc is None:
                 if before is not None:
                     dels.append(ck)
-            elif before is None:
-                inserts.append((ck[0], ck[1], doc, seq))
+                continue
+            dg = digests[ck].to_bytes(32, "big")
+            if before is None:
+                inserts.append((ck[0], ck[1], doc, seq, dg))
             elif before is _UNKNOWN:
-                unknown.append((ck[0], ck[1], doc, seq))
+                unknown.append((ck[0], ck[1], doc, seq, dg))
             else:
-                updates.append((doc, seq, ck[0], ck[1]))
+                updates.append((doc, seq, dg, ck[0], ck[1]))
         if inserts:
             self.conn.executemany(_INSERT, inserts)
         if unknown:
@@ -235,6 +245,7 @@ class HeadWriter:
                 [(cid, k, seq) for cid, k in dels])
         cache.update(self._writes)
         self._writes.clear()
+        digests.clear()
 
     def forget(self) -> None:
         """Flush, then drop the read cache (bounds memory of long transactions)."""

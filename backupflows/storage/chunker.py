@@ -58,37 +58,48 @@ class ChunkParams:
 
 @dataclass
 class Chunk:
-    """One block's worth of records: their concatenation and key range."""
+    """One block's worth of records: their concatenation and key range, and
+    (``chunks(..., summed=True)``) the sum of the digests given with them."""
 
     data: bytes
     count: int
     first_key: bytes
     last_key: bytes
+    sum: int | None = None
 
 
-def chunks(records: Iterable[tuple[bytes, bytes]],
-           params: ChunkParams = ChunkParams()) -> Iterator[Chunk]:
+def chunks(records: Iterable[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes, int]],
+           params: ChunkParams = ChunkParams(), *, summed: bool = False) -> Iterator[Chunk]:
     """Group ``(key, record)`` pairs (in key order) into blocks; see the module
-    docstring for the cut rule."""
+    docstring for the cut rule. With ``summed``, records are ``(key, record,
+    digest)`` and each chunk carries the sum of its records' digests
+    (unreduced: callers take it modulo what their hash needs)."""
     lo, hi = params.min, params.max
     scale = _SPACE / (params.avg - params.min)
     crc = zlib.crc32
     parts: list[bytes] = []
     size = 0
+    total = 0
     first = b""
     key = b""
-    for key, rec in records:
+    for item in records:
+        if summed:
+            key, rec, digest = item  # type: ignore[misc]
+            total += digest
+        else:
+            key, rec = item  # type: ignore[misc]
         if not parts:
             first = key
         parts.append(rec)
         s = len(rec)
         size += s
         if size >= hi or (size >= lo and crc(key) < s * scale):
-            yield Chunk(b"".join(parts), len(parts), first, key)
+            yield Chunk(b"".join(parts), len(parts), first, key, total if summed else None)
             parts = []
             size = 0
+            total = 0
     if parts:
-        yield Chunk(b"".join(parts), len(parts), first, key)
+        yield Chunk(b"".join(parts), len(parts), first, key, total if summed else None)
 
 
 def cut_after(key: bytes, record_size: int, block_size: int, params: ChunkParams) -> bool:

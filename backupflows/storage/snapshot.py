@@ -16,8 +16,10 @@ applier keeps writing) at its applied optime and, per collection:
 
 The manifest lists every collection's whole chain, so a snapshot restores
 alone. Every new block of a full layer records the additive content hash of
-its documents (computed from the block's bytes on the worker threads, next
-to its SHA-256 and compression); a collection stored as one full layer whose
+its documents: the sum of the digests the head stores with each document
+when the layer is read from the head, computed from the block's bytes
+(inline, then on helper processes) when it is merged from a chain; a
+collection stored as one full layer whose
 blocks all carry one must add up to the head's count and hash, or the
 snapshot fails (``IntegrityError``): what a restore later trusts instead of
 hashing every document was checked against the head here. Blocks are compressed, hashed and stored by a small thread pool while
@@ -126,7 +128,13 @@ class LayerWriter:
         """(documents, content sum) of a full-layer chunk: on the helper
         processes of a ``HashPool`` once this snapshot has hashed
         ``HASH_INLINE_BYTES`` (document hashing holds the GIL, which the
-        reading thread needs), inline before that (no process to start)."""
+        reading thread needs), inline before that (no process to start);
+        or, for a chunk read with the head's stored digests
+        (``chunk.sum``), their sum (the documents are not hashed again)."""
+        if chunk.sum is not None:
+            done: Future[tuple[int, int]] = Future()
+            done.set_result((chunk.count, chunk.sum % _MOD))
+            return done
         if self.hasher is None and self._hashed >= HASH_INLINE_BYTES:
             self.hasher = HashPool(max(1, self.opts.workers))
         self._hashed += len(chunk.data)
@@ -257,7 +265,7 @@ def _layers(view: HeadReader, c: Collection, prev: CollectionEntry | None,
               and c.generation <= parent.mark and prev.layers and opts.force != "full")
     if not usable:
         _count(stats, "full")
-        return [writer.write(FULL, chunks(view.export_keyed(c), opts.params))]
+        return [writer.write(FULL, chunks(view.export_digested(c), opts.params, summed=True))]
     assert parent is not None and prev is not None
     changes = view.changes_since(parent.mark, c)
     if opts.force == "synthetic" or _needs_consolidation(prev.layers, opts):

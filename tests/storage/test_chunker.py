@@ -61,3 +61,20 @@ def test_one_changed_or_inserted_document_changes_o1_blocks() -> None:
         assert 1 <= len(new) <= 3
         deleted = recs[:i] + recs[i + 1:]
         assert len([c for c in chunks(deleted, P) if c.data not in base]) <= 3
+
+
+def test_summed_chunks_cut_alike_and_carry_their_records_digest_sum() -> None:
+    recs = _records(3000, seed=4)
+    params = ChunkParams(avg=2048)
+    digests = [random.Random(i).getrandbits(256) for i in range(len(recs))]
+    plain = list(chunks(recs, params))
+    summed = list(chunks(((k, r, d) for (k, r), d in zip(recs, digests, strict=True)),
+                         params, summed=True))
+    assert [(c.data, c.count, c.first_key, c.last_key) for c in summed] == \
+        [(c.data, c.count, c.first_key, c.last_key) for c in plain]
+    assert all(c.sum is None for c in plain)
+    start = 0
+    for c in summed:
+        assert c.sum == sum(digests[start:start + c.count])
+        start += c.count
+    assert start == len(recs) and len(summed) > 10
