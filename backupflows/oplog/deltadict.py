@@ -38,8 +38,11 @@ from bson.int64 import Int64
 
 __all__ = ["apply_delta_codec"]
 
+# DATETIME_AUTO: datetime objects (made in C) where they can hold the value,
+# DatetimeMS beyond; both encode back to the same milliseconds (DATETIME_MS
+# would build every date through DatetimeMS.__init__, in Python).
 _OPTS = CodecOptions(uuid_representation=UuidRepresentation.UNSPECIFIED,
-                     datetime_conversion=DatetimeConversion.DATETIME_MS)
+                     datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 _decode = bson._bson_to_dict  # the C functions behind bson.decode / bson.encode
 _encode = bson._dict_to_bson
 
