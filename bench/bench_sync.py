@@ -177,12 +177,21 @@ class Bench:
             start_new_session=True)
 
     def sync(self, uri: str) -> dict[str, Any]:
+        """``jobs start`` until the job is routine. The command line's ``--wait``
+        looks once a second; this looks every 50 ms (``seconds``: from running
+        ``jobs start`` to routine; ``worker_seconds``: the job's own history,
+        ``sync.started`` to ``routine``)."""
         self.cli("db", "upgrade")
         self.cli("deployments", "add", "src", "--uri", uri)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("BACKUPFLOWS_")})
         start = time.perf_counter()
-        self.cli("jobs", "start", "src", "--wait", "--timeout", "3600")
+        self.cli("jobs", "start", "src")
+        state = wait_routine(start + 3600)
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "phases": self.phases()}
+        if state != "routine":
+            raise SystemExit(f"initial sync ended {state}: {self.status()}")
+        phases = self.phases()
+        return {"seconds": seconds, "worker_seconds": phases.get("routine"), "phases": phases}
 
     def phases(self) -> dict[str, float]:
         from datetime import datetime
@@ -198,6 +207,44 @@ class Bench:
             at.setdefault(key, datetime.fromisoformat(e["created_at"]).timestamp())
         first = at.get("sync.started", 0.0)
         return {k: round(v - first, 2) for k, v in at.items()}
+
+
+def wait_routine(deadline: float) -> str:
+    """The job's state once it is routine (or failed), polled every 50 ms."""
+    from sqlalchemy import select
+
+    from backupflows.catalog.db import session_scope
+    from backupflows.catalog.models import BackupJob
+
+    state = ""
+    while time.perf_counter() < deadline:
+        with session_scope(readonly=True) as s:
+            state = s.scalar(select(BackupJob.state).order_by(BackupJob.id.desc()).limit(1))
+        if state in ("routine", "failed", "resync_required", "terminated", "stopped"):
+            return state
+        time.sleep(0.05)
+    return state
+
+
+def start_pyspy(out: str | None, *pids: int) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` of each pid (and its children) until ``stop_pyspy``."""
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    exe = os.environ.get("PYSPY", "py-spy")
+    return [subprocess.Popen([exe, "record", "--subprocesses", "--nonblocking", "-r", "200",
+                              "-f", "chrometrace", "-t", "-o", f"{out}/{i}-{pid}.json",
+                              "-p", str(pid)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for i, pid in enumerate(pids)]
+
+
+def stop_pyspy(procs: list[subprocess.Popen[bytes]]) -> None:
+    import signal
+
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        proc.wait(60)
 
 
 def measure_lag(bench: Bench, client: pymongo.MongoClient, rate: float,
@@ -253,6 +300,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--redis", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pyspy", default=None, metavar="DIR",
+                        help="record the initial sync with py-spy (chrometrace, every "
+                             "worker and the sandbox) into DIR")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench_sync_"))
     bench = Bench(args, workdir)
@@ -261,7 +311,7 @@ def main() -> None:
                               "machine": {"cpus": os.cpu_count(),
                                           "python": platform.python_version()}}
     try:
-        with sandbox(oplog_mb=max(2048, args.mb * 4)) as (uri, _pid):
+        with sandbox(oplog_mb=max(2048, args.mb * 4)) as (uri, sandbox_pid):
             client: pymongo.MongoClient = pymongo.MongoClient(uri)
             gen = generate(client, databases=DATABASES, target_bytes=args.mb * 1024 * 1024,
                            seed=args.seed)
@@ -274,7 +324,9 @@ def main() -> None:
             sampler.start()
             try:
                 time.sleep(3)
+                spy = start_pyspy(args.pyspy, worker.pid, sandbox_pid)
                 result["sync"] = bench.sync(uri)
+                stop_pyspy(spy)
                 result["sync"]["ratio_to_find"] = round(
                     result["sync"]["seconds"] / result["find"]["seconds"], 2)
                 print(f"initial sync: {result['sync']}", flush=True)

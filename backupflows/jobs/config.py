@@ -59,6 +59,13 @@ class JobConfig:
     preload: bool = True
 
     @property
+    def slice_more_seconds(self) -> float:
+        """How long a slice task goes on with other free ranges of its job after
+        its own (``sync.slice_range``): a few seconds, so the agent slot comes
+        back for oplog rounds and other jobs."""
+        return float(max(2, min(10, self.lease_seconds // 4)))
+
+    @property
     def oplog_lease_seconds(self) -> int:
         """A round holds its lease for the round plus a margin."""
         return max(self.lease_seconds, 3 * self.oplog_round_seconds)

@@ -59,6 +59,7 @@ from backupflows.source.rawdocs import split
 from backupflows.source.slicer import decode_slice
 
 Progress = Callable[[dict[str, Any]], None]
+PRELOAD_POLL = 0.05  # seconds between a preload's looks for new slices (one read each)
 
 
 @dataclass
@@ -71,6 +72,8 @@ class HeadRun:
     state: str
     filt: NamespaceFilter = field(default_factory=NamespaceFilter)
     progress: Progress | None = None
+    renewed: float = field(default_factory=time.monotonic)
+    reported: float = 0.0
 
     def renew(self, **values: Any) -> None:
         """Extend the lease (and write ``values``); ``LeaseLost`` if it is gone."""
@@ -80,14 +83,27 @@ class HeadRun:
                                    values=values):
                 raise LeaseLost(f"job {self.job_id}: head lease lost (job stopped, resynced "
                                 "or taken over)")
+        self.renewed = time.monotonic()
+
+    def renew_soon(self) -> None:
+        """``renew`` once a quarter of the lease has gone by since the last
+        renewal (a catalog write per slice or per poll is not needed)."""
+        if time.monotonic() - self.renewed >= job_config().lease_seconds / 4:
+            self.renew()
 
     def release(self) -> None:
         with session_scope() as s:
             release_job_lease(s, self.job_id, HEAD, self.owner)
 
-    def report(self, **meta: Any) -> None:
-        if self.progress is not None:
-            self.progress({"job": self.job_id, "generation": self.generation, **meta})
+    def report(self, *, every: float = 0.0, **meta: Any) -> None:
+        """Report progress; with ``every``, at most once per ``every`` seconds."""
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if every and now - self.reported < every:
+            return
+        self.reported = now
+        self.progress({"job": self.job_id, "generation": self.generation, **meta})
 
 
 def _filter_of(job: BackupJob) -> NamespaceFilter:
@@ -123,7 +139,8 @@ def preload_slices(job_id: int, generation: int, owner: str, token: str | None =
     the build that follows the last range has little left to do. Holds the
     head lease in ``initial_sync``; ends when every range is sliced and every
     recorded slice loaded (``loaded``), after a few seconds (``later``: the
-    ``reconcile`` dispatcher queues the next one), or ``busy``/``skipped``."""
+    task queues the next one; ``reconcile`` does if that message is lost), or
+    ``busy``/``skipped``. It looks for new slices every ``PRELOAD_POLL`` s."""
     seconds = job_config().lease_seconds
     with session_scope() as s:
         if not take_job_lease(s, job_id, HEAD, owner, seconds, states=[JobState.INITIAL_SYNC],
@@ -132,7 +149,7 @@ def preload_slices(job_id: int, generation: int, owner: str, token: str | None =
             return "busy"
     run = HeadRun(job_id, generation, owner, JobState.INITIAL_SYNC.value, progress=progress)
     # bounded like every task here: a worker with one pool process must get its slot
-    # back for the slicing this waits for; ``reconcile`` queues the next preload
+    # back for the slicing this waits for; the task queues the next preload
     deadline = time.monotonic() + max(2, min(10, seconds // 3))
     status = "loaded"
     with _open_head(job_id, generation) as head:
@@ -140,8 +157,8 @@ def preload_slices(job_id: int, generation: int, owner: str, token: str | None =
             if time.monotonic() > deadline:
                 status = "later"
                 break
-            time.sleep(0.25)
-            run.renew()
+            time.sleep(PRELOAD_POLL)
+            run.renew_soon()
     run.release()
     return status
 
@@ -228,10 +245,10 @@ def _load_slices(head: HeadStore, run: HeadRun) -> int:
         with session_scope() as s:
             s.execute(update(Slice.__table__).where(Slice.__table__.c.id == slice_id)
                       .values(loaded=True))
-        run.renew()
+        run.renew_soon()
         done, docs, nbytes = done + 1, docs + n_docs, nbytes + n_bytes
         run.report(step="build", slices_done=done, slices_total=total, docs=docs,
-                   bytes=nbytes)
+                   bytes=nbytes, every=0.0 if done == total else 0.5)
     return len(todo)
 
 

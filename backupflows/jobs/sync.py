@@ -11,16 +11,22 @@ transaction whose UPDATE of ``t0_ts`` is the claim (a repeated start finds
 fixed by (job, generation, range, seq), then records it together with the new
 resume point in one transaction, conditional on its lease: a redelivered
 task continues after the last recorded slice, and a rewrite of a slice whose
-record was lost replaces the same object.
+record was lost replaces the same object. The next slice is read from the
+source (on a thread, ``source.prefetch``) while one is compressed, stored and
+recorded. A task then goes on with the job's other unclaimed ranges for a
+few seconds (``more_seconds``): slicing runs back to back, not one queue
+round trip per range.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from backupflows.catalog import optime
@@ -39,10 +45,12 @@ from backupflows.jobs.errors import LeaseLost
 from backupflows.jobs.lifecycle import add_event, lease_expiry, take_range_lease
 from backupflows.settings import get_settings
 from backupflows.source.namespaces import NamespaceFilter, NamespaceInfo, list_namespaces
+from backupflows.source.prefetch import prefetched
 from backupflows.source.slicer import CollectionGone, IdRange, encode_slice, plan_ranges, read_range
 from backupflows.source.topology import check_replica_set, newest_optime
 
 Progress = Callable[[dict[str, Any]], None]
+PROGRESS_EVERY = 0.5  # seconds between progress reports of a slice task
 
 
 @dataclass
@@ -152,15 +160,43 @@ class _RangeWork:
     nbytes: int
 
 
-def slice_range(range_id: int, owner: str, progress: Progress | None = None) -> str:
-    """Slice one range to the end; returns ``done``, ``skipped`` or ``busy``."""
+def slice_range(range_id: int, owner: str, progress: Progress | None = None, *,
+                more_seconds: float = 0.0) -> str:
+    """Slice one range to the end; returns ``done``, ``skipped`` or ``busy``.
+
+    With ``more_seconds``, go on with the job's other pending ranges that no
+    live lease holds (each claimed by its lease, as its own task would) until
+    none is left or ``more_seconds`` have passed: one task slices back to
+    back instead of one queue round trip per range, and the tasks of the
+    ranges it took find them done (``skipped``) or held (``busy``), and look
+    for others in turn. A retried task (its range done, or released after a
+    source error) also picks up what is left."""
+    status, work = _slice_one(range_id, owner, progress)
+    if more_seconds <= 0:
+        return status
+    job = (work.job_id, work.generation) if work is not None else _range_job(range_id)
+    if job is None:
+        return status
+    deadline = time.monotonic() + more_seconds
+    tried = {range_id}
+    while time.monotonic() < deadline:
+        nxt = _free_range(*job, tried)
+        if nxt is None:
+            break
+        tried.add(nxt)
+        _slice_one(nxt, owner, progress)
+    return status
+
+
+def _slice_one(range_id: int, owner: str, progress: Progress | None
+               ) -> tuple[str, _RangeWork | None]:
     with session_scope(readonly=True) as s:
         work = _load_range(s, range_id)
     if work is None:
-        return "skipped"
+        return "skipped", None
     with session_scope() as s:
         if not take_range_lease(s, range_id, owner, job_config().lease_seconds):
-            return "busy"
+            return "busy", work
     try:
         _read_and_store(work, owner, progress)
     except CollectionGone as exc:
@@ -174,7 +210,29 @@ def slice_range(range_id: int, owner: str, progress: Progress | None = None) -> 
     with session_scope() as s:
         if not _finish(s, range_id, owner):
             raise LeaseLost(f"range {range_id} of {work.ns}: lease lost before it was finished")
-    return "done"
+    return "done", work
+
+
+def _range_job(range_id: int) -> tuple[int, int] | None:
+    with session_scope(readonly=True) as s:
+        r = s.get(SliceRange, range_id)
+        return (r.job_id, r.generation) if r is not None else None
+
+
+def _free_range(job_id: int, generation: int, tried: set[int]) -> int | None:
+    """The first pending range of the job that no live lease holds."""
+    table = SliceRange.__table__
+    now = utcnow()
+    with session_scope(readonly=True) as s:
+        query = (select(table.c.id).where(
+            table.c.job_id == job_id, table.c.generation == generation,
+            table.c.state == "pending",
+            or_(table.c.lease_owner.is_(None), table.c.lease_expires.is_(None),
+                table.c.lease_expires < now))
+            .order_by(table.c.id).limit(1))
+        if tried:
+            query = query.where(table.c.id.not_in(tried))
+        return s.scalar(query)
 
 
 def _load_range(s: Session, range_id: int) -> _RangeWork | None:
@@ -194,22 +252,34 @@ def _read_and_store(work: _RangeWork, owner: str, progress: Progress | None) -> 
     client = resources.source_client(work.uri)
     store = resources.object_store()
     seconds = job_config().lease_seconds
-    for sl in read_range(client, work.ns, work.lo, work.hi, work.resume_after,
-                         get_settings().slice_bytes):
-        name = resources.slice_name(work.job_id, work.generation, work.range_id, work.seq)
-        with session_scope() as s:
-            if not take_range_lease(s, work.range_id, owner, seconds):
-                raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost")
-        store.put(name, encode_slice(sl, work.ns, job=work.job_id, generation=work.generation,
-                                     range=work.range_id, seq=work.seq))
-        with session_scope() as s:
-            if not _record_slice(s, work, owner, name, sl, seconds):
-                raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost")
-        work.seq, work.docs, work.nbytes = work.seq + 1, work.docs + sl.count, work.nbytes + sl.nbytes
-        if progress is not None:
-            progress({"job": work.job_id, "generation": work.generation, "ns": work.ns,
-                      "range": work.range_id, "slices_done": work.seq, "docs": work.docs,
-                      "bytes": work.nbytes})
+    # the next slice is read from the source (a thread) while this one is
+    # compressed, stored and recorded: the slicer keeps pace with the source
+    slices = prefetched(read_range(client, work.ns, work.lo, work.hi, work.resume_after,
+                                   get_settings().slice_bytes), chunk=1, depth=1)
+    reported = 0.0
+    with closing(slices):
+        for sl in slices:
+            _store_slice(work, owner, store, sl, seconds)
+            if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
+                reported = time.monotonic()
+                progress({"job": work.job_id, "generation": work.generation, "ns": work.ns,
+                          "range": work.range_id, "slices_done": work.seq, "docs": work.docs,
+                          "bytes": work.nbytes})
+
+
+def _store_slice(work: _RangeWork, owner: str, store: Any, sl: Any, seconds: int) -> None:
+    """Write one slice to the object store and record it (with the new resume
+    point), both under the range's lease."""
+    name = resources.slice_name(work.job_id, work.generation, work.range_id, work.seq)
+    with session_scope() as s:
+        if not take_range_lease(s, work.range_id, owner, seconds):
+            raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost")
+    store.put(name, encode_slice(sl, work.ns, job=work.job_id, generation=work.generation,
+                                 range=work.range_id, seq=work.seq))
+    with session_scope() as s:
+        if not _record_slice(s, work, owner, name, sl, seconds):
+            raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost")
+    work.seq, work.docs, work.nbytes = work.seq + 1, work.docs + sl.count, work.nbytes + sl.nbytes
 
 
 def _record_slice(s: Session, work: _RangeWork, owner: str, name: str, sl: Any,

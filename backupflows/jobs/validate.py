@@ -21,12 +21,13 @@ differences and how many were repaired).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 
 from pymongo import MongoClient
 
-from backupflows.bsonorder import id_key, raw_id
+from backupflows.bsonorder import id_key
 from backupflows.catalog.db import session_scope
 from backupflows.catalog.models import BackupJob, JobState, utcnow
 from backupflows.errors import OplogError
@@ -36,7 +37,7 @@ from backupflows.jobs import resources
 from backupflows.jobs.config import job_config
 from backupflows.jobs.headwork import HeadRun, Progress, apply_stored, head_failure
 from backupflows.jobs.lifecycle import HEAD, Outcome, add_event, take_job_lease, transition
-from backupflows.source.compare import DocRef, diff_ids, scan_ids
+from backupflows.source.compare import diff_head, source_ids
 from backupflows.source.namespaces import NamespaceFilter, NamespaceInfo, list_namespaces
 from backupflows.source.refetch import fetch_by_ids
 
@@ -154,10 +155,9 @@ def _compare_collection(head: HeadStore, client: MongoClient, c: Collection,
                         stats: CompareStats, run: HeadRun) -> None:
     pending: list[bytes] = []
     counts = {"only_in_head": 0, "only_in_source": 0}
-    with head.snapshot() as snap:
-        theirs = scan_ids(client, c.ns, with_digest=False)
-        ours = (DocRef(key, raw_id(doc)) for key, doc in snap.export_keyed(c))
-        for d in diff_ids(ours, theirs):
+    theirs = source_ids(client, c.ns)  # read ahead while the head side is read
+    with head.snapshot() as snap, closing(theirs):
+        for d in diff_head(snap.export_keyed(c), theirs):
             counts[d.side] = counts.get(d.side, 0) + 1
             pending.append(d.raw_id)
             if len(pending) >= BATCH:

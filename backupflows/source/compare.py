@@ -15,13 +15,14 @@ the differing ``_id``s and applies them (see ``refetch``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from pymongo import MongoClient
 
 from backupflows.bsonorder import id_key, raw_id
 from backupflows.contenthash import ContentHash, doc_digest
+from backupflows.source.prefetch import prefetched
 from backupflows.source.slicer import iter_docs
 
 ONLY_IN_HEAD, ONLY_IN_SOURCE, CHANGED = "only_in_head", "only_in_source", "changed"
@@ -119,6 +120,48 @@ def _advance(it: Iterator[DocRef], current: DocRef, previous: bytes | None,
     if previous is not None and current.key <= previous:
         raise ValueError(f"diff_ids: the {side} stream is not sorted by _id")
     return current.key, next(it, None)
+
+
+def source_ids(client: MongoClient, ns: str) -> Generator[tuple[bytes, bytes], None, None]:
+    """``(key, raw {_id: v})`` of every document of a source collection, in
+    ``_id`` order, read ahead on a thread (``prefetch``): only ``_id``s are
+    transferred, and the source serves the next batch while the caller
+    compares."""
+    return prefetched((id_key(raw), raw) for raw in iter_docs(client, ns, projection={"_id": 1}))
+
+
+def diff_head(head: Iterable[tuple[bytes, bytes]], source: Iterable[tuple[bytes, bytes]]
+              ) -> Iterator[Difference]:
+    """``diff_ids`` of the head's ``(key, raw document)`` pairs (``export_keyed``)
+    and the source's ``(key, raw {_id})`` pairs (``source_ids``), both sorted by
+    key: only ``_id`` sets are compared, and the ``{_id}`` of a head document
+    is cut out only when it differs (most are on both sides)."""
+    h_it, s_it = iter(head), iter(source)
+    h, s = next(h_it, None), next(s_it, None)
+    last_h = last_s = b""
+    while h is not None and s is not None:
+        hk, sk = h[0], s[0]
+        if hk == sk:
+            last_h, last_s = _check(hk, last_h, "head"), _check(sk, last_s, "source")
+            h, s = next(h_it, None), next(s_it, None)
+        elif hk < sk:
+            yield Difference(ONLY_IN_HEAD, hk, raw_id(h[1]))
+            last_h, h = _check(hk, last_h, "head"), next(h_it, None)
+        else:
+            yield Difference(ONLY_IN_SOURCE, sk, s[1])
+            last_s, s = _check(sk, last_s, "source"), next(s_it, None)
+    while h is not None:
+        yield Difference(ONLY_IN_HEAD, h[0], raw_id(h[1]))
+        last_h, h = _check(h[0], last_h, "head"), next(h_it, None)
+    while s is not None:
+        yield Difference(ONLY_IN_SOURCE, s[0], s[1])
+        last_s, s = _check(s[0], last_s, "source"), next(s_it, None)
+
+
+def _check(key: bytes, previous: bytes, side: str) -> bytes:
+    if key <= previous and previous:
+        raise ValueError(f"diff_head: the {side} stream is not sorted by _id")
+    return key
 
 
 def split_diff(diffs: Iterable[Difference]) -> tuple[list[Difference], list[Difference],

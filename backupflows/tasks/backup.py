@@ -101,7 +101,8 @@ def start_sync(self: Task, job_id: int, generation: int) -> Any:
 def slice_range(self: Task, range_id: int, job_id: int = 0, generation: int = 0) -> str:
     """Slice one ``_id`` range (resumes after its last recorded slice)."""
     try:
-        return sync.slice_range(range_id, _owner(self), _progress(self))
+        return sync.slice_range(range_id, _owner(self), _progress(self),
+                                more_seconds=job_config().slice_more_seconds)
     except LeaseLost as exc:
         log.info("%s", exc)
         return "lease lost"
@@ -135,13 +136,48 @@ def oplog_round(self: Task, job_id: int, token: str | None = None) -> str:
 
 @app.task(name="backupflows.head.preload", bind=True)
 def preload(self: Task, job_id: int, generation: int, token: str | None = None) -> str:
-    """Load slices into the head while the ranges are being sliced."""
+    """Load slices into the head while the ranges are being sliced. Past its
+    time bound it queues the next preload (behind the work queued meanwhile);
+    once every range is sliced and loaded it finishes the sync here (build,
+    catch-up, validation) instead of waiting for the slicing chord, whose
+    steps then find nothing left to do."""
+    from backupflows.tasks import workflows
+
     try:
-        return headwork.preload_slices(job_id, generation, _owner(self), token,
-                                       _progress(self))
+        status = headwork.preload_slices(job_id, generation, _owner(self), token,
+                                         _progress(self))
     except LeaseLost as exc:
         log.info("%s", exc)
         return "lease lost"
+    if status == "later":
+        workflows.send_preload(job_id, generation)
+    elif status == "loaded":
+        return _finish_sync(self, job_id, generation)
+    return status
+
+
+def _finish_sync(task: Task, job_id: int, generation: int) -> str:
+    """build | apply_round | validate of a preloaded head, in this task."""
+    from backupflows.tasks import workflows
+
+    owner, progress = _owner(task), _progress(task)
+    daemon_id = workflows.job_daemon(job_id)
+    try:
+        if headwork.build_head(job_id, generation, owner, None, progress) != "loaded":
+            return "loaded"  # the chord's build (or a reconcile) has it
+        outcome = headwork.apply_round(job_id, owner, None, progress)
+        if outcome.status != "validating":
+            return _after(outcome, job_id, daemon_id)
+        outcome = validate.validate(job_id, generation, owner, None, progress)
+    except LeaseLost as exc:
+        log.info("%s", exc)
+        return "lease lost"
+    except SourceError as exc:  # the validate task retries with backoff
+        log.warning("job %s: validation failed: %s (retried)", job_id, exc)
+        _release_head(job_id)
+        workflows.send_validate(job_id, generation, daemon_id)
+        return "validate queued"
+    return _after(outcome, job_id, daemon_id)
 
 
 @app.task(name="backupflows.head.build", bind=True)

@@ -10,8 +10,12 @@ The initial sync::
 
 The ranges are known only once ``start_sync`` has run, so it builds the
 chord and queues it (``apply_async`` from the task). ``preload`` loads
-slices into the head while they are being made; the chord's ``build`` then
-waits for it and loads whatever is left. The catalog, not the canvas, is the
+slices into the head while they are being made (a slice task goes on with
+other unclaimed ranges, so most range tasks find theirs done); once every
+range is sliced and loaded, the preload runs build, catch-up and
+validation itself, without waiting for the chord (whose ``build`` polls the
+result backend and whose steps then find nothing to do). Without preload
+the chord's ``build`` loads the slices. The catalog, not the canvas, is the
 truth: every step checks the job's state and no-ops when it is not its turn,
 and the ``reconcile`` dispatcher re-queues whatever a lost message, chord or
 broker restart left undone. Daemon steps go to ``daemon_queue(job.daemon_id)``.
@@ -84,6 +88,23 @@ def after_resync(job_id: int, generation: int, daemon_id: str) -> None:
 def after_terminate(job_id: int, daemon_id: str) -> None:
     backup.remove_old_heads.apply_async((job_id,), queue=_dq(daemon_id))
     backup.purge_job.apply_async((job_id,), queue=STORAGE)
+
+
+def job_daemon(job_id: int) -> str:
+    """The daemon that holds the head of ``job_id`` ("" if unknown)."""
+    with session_scope(readonly=True) as s:
+        job = s.get(BackupJob, job_id)
+        return (job.daemon_id or "") if job is not None else ""
+
+
+def send_preload(job_id: int, generation: int) -> None:
+    """The next preload of ``job_id``, on its daemon's queue."""
+    backup.preload.apply_async((job_id, generation), queue=_dq(job_daemon(job_id)))
+
+
+def send_validate(job_id: int, generation: int, daemon_id: str) -> None:
+    backup.validate_head.apply_async((job_id, generation, None, daemon_id),
+                                     queue=_dq(daemon_id))
 
 
 def send_apply(job_id: int, daemon_id: str) -> None:

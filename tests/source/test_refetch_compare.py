@@ -16,9 +16,11 @@ from backupflows.source.compare import (
     ONLY_IN_SOURCE,
     DocRef,
     collection_summary,
+    diff_head,
     diff_ids,
     doc_ref,
     scan_ids,
+    source_ids,
     split_diff,
 )
 from backupflows.source.refetch import fetch_by_ids, in_filter
@@ -119,6 +121,34 @@ def test_diff_finds_ids_on_one_side_and_changed_documents(coll, source):
             head_docs[id_key(doc)] = doc
     repaired = [doc_ref(head_docs[k]) for k in sorted(head_docs)]
     assert list(diff_ids(repaired, scan_ids(source, coll.full_name))) == []
+
+
+def test_diff_head_compares_id_sets_of_head_documents_and_the_source(coll, source):
+    head_docs = {id_key(d): d for d in _raw_docs(coll)}
+    head_docs.pop(value_key("five"))                           # head lacks a document
+    extra = bson.encode({"x": 1, "_id": "zzz-deleted-at-source"})  # _id not first
+    head_docs[id_key(extra)] = extra                           # head keeps a deleted one
+    head_docs[value_key(5)] = bson.encode({"_id": 5, "n": -1})  # other content: same _id
+    head = [(k, head_docs[k]) for k in sorted(head_docs)]
+    ids = list(source_ids(source, coll.full_name))
+    assert ids == [(id_key(d), raw_id(d)) for d in _raw_docs(coll)]
+    got = [(d.side, d.key, d.raw_id) for d in diff_head(head, ids)]
+    assert got == [(ONLY_IN_SOURCE, value_key("five"), _rid("five")),
+                   (ONLY_IN_HEAD, id_key(extra), _rid("zzz-deleted-at-source"))]
+    assert [d.side for d in diff_head(head[:2], ids[3:])] == [ONLY_IN_HEAD] * 2 + [
+        ONLY_IN_SOURCE] * (len(ids) - 3)
+    with pytest.raises(ValueError, match="source stream is not sorted"):
+        list(diff_head([], ids[::-1]))
+
+
+def test_source_ids_of_a_large_collection_stream_in_order(mongo_client, unique_db, source):
+    c = mongo_client[unique_db].many
+    c.insert_many([{"_id": i, "p": "w" * 100} for i in range(5000)])
+    ids = source_ids(source, c.full_name)
+    assert [bson.decode(r)["_id"] for _, r in itertools.islice(ids, 3000)] == list(range(3000))
+    ids.close()                                                # stops the reading thread
+    assert [d.key for d in diff_head([], source_ids(source, c.full_name))] == [
+        value_key(i) for i in range(5000)]
 
 
 def test_diff_without_digests_compares_ids_only() -> None:
