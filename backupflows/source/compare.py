@@ -122,40 +122,49 @@ def _advance(it: Iterator[DocRef], current: DocRef, previous: bytes | None,
     return current.key, next(it, None)
 
 
-def source_ids(client: MongoClient, ns: str) -> Generator[tuple[bytes, bytes], None, None]:
-    """``(key, raw {_id: v})`` of every document of a source collection, in
+def source_ids(client: MongoClient, ns: str) -> Generator[bytes, None, None]:
+    """The raw ``{_id: v}`` of every document of a source collection, in
     ``_id`` order, read ahead on a thread (``prefetch``): only ``_id``s are
     transferred, and the source serves the next batch while the caller
     compares."""
-    return prefetched((id_key(raw), raw) for raw in iter_docs(client, ns, projection={"_id": 1}))
+    return prefetched(iter_docs(client, ns, projection={"_id": 1}))
 
 
-def diff_head(head: Iterable[tuple[bytes, bytes]], source: Iterable[tuple[bytes, bytes]]
+def diff_head(head: Iterable[tuple[bytes, bytes]], source: Iterable[bytes]
               ) -> Iterator[Difference]:
     """``diff_ids`` of the head's ``(key, raw document)`` pairs (``export_keyed``)
-    and the source's ``(key, raw {_id})`` pairs (``source_ids``), both sorted by
-    key: only ``_id`` sets are compared, and the ``{_id}`` of a head document
-    is cut out only when it differs (most are on both sides)."""
+    and the source's raw ``{_id: v}`` documents (``source_ids``), both in ``_id``
+    order: only ``_id`` sets are compared. Where the head document starts with
+    the very ``_id`` element the source sent (documents keep ``_id`` first),
+    the two are the same document and no key is computed; otherwise the
+    source ``_id``'s key decides (numerically equal ``_id``s of other types
+    match), and the head document's ``{_id}`` is cut out only when it differs."""
     h_it, s_it = iter(head), iter(source)
     h, s = next(h_it, None), next(s_it, None)
     last_h = last_s = b""
     while h is not None and s is not None:
-        hk, sk = h[0], s[0]
+        hk, doc = h
+        if doc.startswith(s[4:-1], 4):  # the same _id element, first in the document
+            last_h = last_s = _check(hk, last_h, "head")
+            h, s = next(h_it, None), next(s_it, None)
+            continue
+        sk = id_key(s)
         if hk == sk:
             last_h, last_s = _check(hk, last_h, "head"), _check(sk, last_s, "source")
             h, s = next(h_it, None), next(s_it, None)
         elif hk < sk:
-            yield Difference(ONLY_IN_HEAD, hk, raw_id(h[1]))
+            yield Difference(ONLY_IN_HEAD, hk, raw_id(doc))
             last_h, h = _check(hk, last_h, "head"), next(h_it, None)
         else:
-            yield Difference(ONLY_IN_SOURCE, sk, s[1])
+            yield Difference(ONLY_IN_SOURCE, sk, s)
             last_s, s = _check(sk, last_s, "source"), next(s_it, None)
     while h is not None:
         yield Difference(ONLY_IN_HEAD, h[0], raw_id(h[1]))
         last_h, h = _check(h[0], last_h, "head"), next(h_it, None)
     while s is not None:
-        yield Difference(ONLY_IN_SOURCE, s[0], s[1])
-        last_s, s = _check(s[0], last_s, "source"), next(s_it, None)
+        sk = id_key(s)
+        yield Difference(ONLY_IN_SOURCE, sk, s)
+        last_s, s = _check(sk, last_s, "source"), next(s_it, None)
 
 
 def _check(key: bytes, previous: bytes, side: str) -> bytes:

@@ -129,23 +129,38 @@ def test_diff_head_compares_id_sets_of_head_documents_and_the_source(coll, sourc
     extra = bson.encode({"x": 1, "_id": "zzz-deleted-at-source"})  # _id not first
     head_docs[id_key(extra)] = extra                           # head keeps a deleted one
     head_docs[value_key(5)] = bson.encode({"_id": 5, "n": -1})  # other content: same _id
+    head_docs[value_key(7.5)] = bson.encode({"n": 4, "_id": 7.5})  # same _id, not first
+    head_docs.pop(value_key(True))                             # head has 1, not true:
+    head_docs[value_key(Decimal128("1"))] = bson.encode({"_id": Decimal128("1")})
     head = [(k, head_docs[k]) for k in sorted(head_docs)]
     ids = list(source_ids(source, coll.full_name))
-    assert ids == [(id_key(d), raw_id(d)) for d in _raw_docs(coll)]
+    assert ids == [raw_id(d) for d in _raw_docs(coll)]
     got = [(d.side, d.key, d.raw_id) for d in diff_head(head, ids)]
-    assert got == [(ONLY_IN_SOURCE, value_key("five"), _rid("five")),
-                   (ONLY_IN_HEAD, id_key(extra), _rid("zzz-deleted-at-source"))]
+    assert sorted(got) == sorted([
+        (ONLY_IN_SOURCE, value_key("five"), _rid("five")),
+        (ONLY_IN_SOURCE, value_key(True), _rid(True)),
+        (ONLY_IN_HEAD, value_key(Decimal128("1")), _rid(Decimal128("1"))),
+        (ONLY_IN_HEAD, id_key(extra), _rid("zzz-deleted-at-source"))])
     assert [d.side for d in diff_head(head[:2], ids[3:])] == [ONLY_IN_HEAD] * 2 + [
         ONLY_IN_SOURCE] * (len(ids) - 3)
     with pytest.raises(ValueError, match="source stream is not sorted"):
         list(diff_head([], ids[::-1]))
+    with pytest.raises(ValueError, match="head stream is not sorted"):
+        list(diff_head(head[::-1], ids))
+
+
+def test_diff_head_matches_numerically_equal_ids_of_other_types() -> None:
+    head = [(value_key(Int64(5)), bson.encode({"_id": Int64(5), "a": 1}))]
+    assert list(diff_head(head, [_rid(5)])) == []              # the server's _id equality
+    assert list(diff_head(head, [_rid(5.0)])) == []
+    assert [d.side for d in diff_head(head, [_rid(6)])] == [ONLY_IN_HEAD, ONLY_IN_SOURCE]
 
 
 def test_source_ids_of_a_large_collection_stream_in_order(mongo_client, unique_db, source):
     c = mongo_client[unique_db].many
     c.insert_many([{"_id": i, "p": "w" * 100} for i in range(5000)])
     ids = source_ids(source, c.full_name)
-    assert [bson.decode(r)["_id"] for _, r in itertools.islice(ids, 3000)] == list(range(3000))
+    assert [bson.decode(r)["_id"] for r in itertools.islice(ids, 3000)] == list(range(3000))
     ids.close()                                                # stops the reading thread
     assert [d.key for d in diff_head([], source_ids(source, c.full_name))] == [
         value_key(i) for i in range(5000)]
