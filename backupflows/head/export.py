@@ -8,6 +8,7 @@ the next write; use ``HeadStore.snapshot()`` to read while writing.
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Iterator
 
@@ -15,6 +16,14 @@ from backupflows.contenthash import ContentHash, doc_digest
 from backupflows.errors import HeadError
 from backupflows.head.catalog import Collection, read_all, read_builds, read_indexes
 from backupflows.head.optime import Optime
+
+
+CHANGED_KEYS_IN_MEMORY = 200_000  # changed keys sorted in memory (a few MB), see changes_since
+_IN_CHUNK = 500
+
+
+def _doc_first(change: tuple[bytes, bytes | None]) -> tuple[bytes, bool]:
+    return change[0], change[1] is None
 
 
 class HeadReader:
@@ -116,18 +125,44 @@ class HeadReader:
         When ``c.generation > mark`` the collection was created, renamed or
         emptied after the mark: a snapshot must store it whole instead.
         Deletes older than a pruned mark are no longer reported.
+
+        Cost follows the change, not the collection: up to
+        ``CHANGED_KEYS_IN_MEMORY`` changed keys are found through the
+        ``(cid, seq)`` index, sorted here and their documents read in key
+        order; past that (a large share of the collection changed) one scan
+        of the collection in key order filters on ``seq`` (memory stays
+        bounded either way).
         """
-        cur = self.conn.execute(
-            "SELECT k, doc, 0 FROM docs WHERE cid=? AND seq>?"
-            " UNION ALL SELECT k, NULL, 1 FROM tombstones WHERE cid=? AND seq>?"
-            " ORDER BY 1, 3", (c.cid, mark, c.cid, mark))
+        keys = [bytes(k) for (k,) in self.conn.execute(
+            "SELECT k FROM docs WHERE cid=? AND seq>? LIMIT ?",
+            (c.cid, mark, CHANGED_KEYS_IN_MEMORY + 1))]
+        if len(keys) <= CHANGED_KEYS_IN_MEMORY:
+            keys.sort()
+            upserts = self._docs_of(c, keys)
+        else:
+            del keys
+            upserts = ((bytes(k), bytes(d)) for k, d in self.conn.execute(
+                "SELECT k, doc FROM docs WHERE cid=? AND seq>? ORDER BY k", (c.cid, mark)))
+        deletes = ((bytes(k), None) for (k,) in self.conn.execute(
+            "SELECT k FROM tombstones WHERE cid=? AND seq>? ORDER BY k", (c.cid, mark)))
         last: bytes | None = None
-        for k, doc, _ in cur:
-            k = bytes(k)
+        # a key with both a document and a tombstone newer than the mark was
+        # deleted, then written again (a delete removes the document): the
+        # document wins, so documents sort before tombstones of the same key
+        for k, doc in heapq.merge(upserts, deletes, key=_doc_first):
             if k == last:
-                continue  # a tombstone of a key written again later
+                continue
             last = k
-            yield k, (bytes(doc) if doc is not None else None)
+            yield k, doc
+
+    def _docs_of(self, c: Collection, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(key, document) of sorted ``keys`` (all present), in key order."""
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i:i + _IN_CHUNK]
+            sql = ("SELECT k, doc FROM docs WHERE cid=? AND k IN (" + ",".join("?" * len(chunk))
+                   + ") ORDER BY k")
+            for k, d in self.conn.execute(sql, (c.cid, *chunk)):
+                yield bytes(k), bytes(d)
 
     def integrity_check(self) -> list[str]:
         """Compare every collection's kept hash with a recomputation from its
