@@ -42,7 +42,9 @@ class HeadWriter:
         self.seq = int(self._meta("seq")) + 1
         self._cache: dict[tuple[int, bytes], bytes | None] = {}
         self._writes: dict[tuple[int, bytes], bytes | None] = {}
-        self._digests: dict[tuple[int, bytes], int] = {}  # of the documents in _writes
+        # digests of documents read (docs.dg) or written in this transaction,
+        # with the document each belongs to (see digest)
+        self._dg: dict[tuple[int, bytes], tuple[bytes, int]] = {}
         # insertion-ordered (a dict): keys that arrive sorted sort in linear time
         self._blind: dict[tuple[int, bytes], None] = {}
         self._hash: dict[int, list[int]] = {}
@@ -64,27 +66,46 @@ class HeadWriter:
             return self._writes[ck]
         if ck in self._cache:
             return self._cache[ck]
-        row = self.conn.execute("SELECT doc FROM docs WHERE cid=? AND k=?", ck).fetchone()
-        doc = bytes(row[0]) if row else None
+        row = self.conn.execute("SELECT doc, dg FROM docs WHERE cid=? AND k=?", ck).fetchone()
+        if row is None:
+            self._cache[ck] = None
+            return None
+        doc, dg = row
         self._cache[ck] = doc
+        if dg is not None:
+            self._dg[ck] = (doc, int.from_bytes(dg, "big"))
         return doc
 
+    def digest(self, c: Collection, key: bytes, doc: bytes) -> int:
+        """``doc_digest(doc)`` of ``doc``, the current document of ``key``
+        as ``get`` returned it: the digest stored with it (read with it) or
+        computed when this transaction wrote it, else computed now."""
+        known = self._dg.get((c.cid, key))
+        if known is not None and known[0] is doc:
+            return known[1]
+        return doc_digest(doc)
+
     def prefetch(self, cid: int, keys: Iterable[bytes]) -> None:
-        """Read the documents of many keys of one collection in few queries."""
-        cache, writes = self._cache, self._writes
+        """Read the documents (and stored digests) of many keys of one
+        collection in few queries."""
+        cache, writes, known = self._cache, self._writes, self._dg
         # sorted: each chunk is one key range (fewer pages per query)
         todo = sorted(k for k in set(keys) if (cid, k) not in writes and (cid, k) not in cache)
+        from_bytes = int.from_bytes
         for i in range(0, len(todo), _CHUNK):
             chunk = todo[i:i + _CHUNK]
-            found = {bytes(k): bytes(doc) for k, doc in
-                     self.conn.execute(self._select(len(chunk)), (cid, *chunk))}
             for k in chunk:
-                cache[(cid, k)] = found.get(k)
+                cache[(cid, k)] = None
+            for k, doc, dg in self.conn.execute(self._select(len(chunk)), (cid, *chunk)):
+                ck = (cid, k)
+                cache[ck] = doc
+                if dg is not None:
+                    known[ck] = (doc, from_bytes(dg, "big"))
 
     def _select(self, n: int) -> str:
         sql = self._select_sql.get(n)
         if sql is None:
-            sql = ("SELECT k, doc FROM docs WHERE cid=? AND k IN ("
+            sql = ("SELECT k, doc, dg FROM docs WHERE cid=? AND k IN ("
                    + ",".join("?" * n) + ")")
             self._select_sql[n] = sql
         return sql
@@ -102,14 +123,14 @@ class HeadWriter:
         if h is None:
             h = self._hash[c.cid] = [0, 0]
         if old is not None:
-            h[1] -= doc_digest(old) if old_digest is None else old_digest
+            h[1] -= self.digest(c, key, old) if old_digest is None else old_digest
         else:
             h[0] += 1
         if digest is None:
             digest = doc_digest(raw)
         h[1] += digest
         self._writes[(c.cid, key)] = raw
-        self._digests[(c.cid, key)] = digest
+        self._dg[(c.cid, key)] = (raw, digest)
         if self._missing_possible:
             self._missing[(c.cid, key)] = None
 
@@ -128,7 +149,7 @@ class HeadWriter:
         digest = doc_digest(raw)
         h[1] += digest
         self._writes[ck] = raw
-        self._digests[ck] = digest
+        self._dg[ck] = (raw, digest)
         self._blind[ck] = None
         if self._missing_possible:
             self._missing[ck] = None
@@ -144,7 +165,7 @@ class HeadWriter:
         if h is None:
             h = self._hash[c.cid] = [0, 0]
         h[0] -= 1
-        h[1] -= doc_digest(old)
+        h[1] -= self.digest(c, key, old)
         self._writes[(c.cid, key)] = None
         return True
 
@@ -174,13 +195,13 @@ class HeadWriter:
         """Write the documents of ``put_new`` keys with a plain INSERT; if one
         existed after all, learn which did and correct the hash."""
         blind, self._blind = sorted(self._blind), {}
-        writes, digests, seq = self._writes, self._digests, self.seq
+        writes, known, seq = self._writes, self._dg, self.seq
         rows = []
         for ck in blind:
             doc = writes[ck]
             if doc is None:  # inserted, then deleted: learn what was there
                 break
-            rows.append((ck[0], ck[1], doc, seq, digests[ck].to_bytes(32, "big")))
+            rows.append((ck[0], ck[1], doc, seq, known[ck][1].to_bytes(32, "big")))
         else:
             self.conn.execute("SAVEPOINT blind")
             try:
@@ -193,7 +214,6 @@ class HeadWriter:
                 cache = self._cache
                 for ck in blind:
                     cache[ck] = writes.pop(ck)
-                    del digests[ck]
                 return
         self._learn_existing(blind)
 
@@ -208,24 +228,23 @@ class HeadWriter:
                 self._cache[(cid, k)] = None
             for i in range(0, len(ks), _CHUNK):
                 chunk = ks[i:i + _CHUNK]
-                for k, doc in self.conn.execute(self._select(len(chunk)), (cid, *chunk)):
-                    k, doc = bytes(k), bytes(doc)
+                for k, doc, dg in self.conn.execute(self._select(len(chunk)), (cid, *chunk)):
                     self._cache[(cid, k)] = doc
                     h = self._hash.setdefault(cid, [0, 0])
                     h[0] -= 1
-                    h[1] -= doc_digest(doc)
+                    h[1] -= doc_digest(doc) if dg is None else int.from_bytes(dg, "big")
 
     def _flush_known(self) -> None:
         """Write documents whose previous state is known (in the cache)."""
         inserts, updates, dels, unknown = [], [], [], []
-        seq, cache, digests = self.seq, self._cache, self._digests
+        seq, cache, known = self.seq, self._cache, self._dg
         for ck, doc in sorted(self._writes.items()):
             before = cache.get(ck, _UNKNOWN)
             if doc is None:
                 if before is not None:
                     dels.append(ck)
                 continue
-            dg = digests[ck].to_bytes(32, "big")
+            dg = known[ck][1].to_bytes(32, "big")
             if before is None:
                 inserts.append((ck[0], ck[1], doc, seq, dg))
             elif before is _UNKNOWN:
@@ -245,12 +264,12 @@ class HeadWriter:
                 [(cid, k, seq) for cid, k in dels])
         cache.update(self._writes)
         self._writes.clear()
-        digests.clear()
 
     def forget(self) -> None:
         """Flush, then drop the read cache (bounds memory of long transactions)."""
         self.flush()
         self._cache.clear()
+        self._dg.clear()
 
     def _flush_hashes(self) -> None:
         for cid, (dcount, dsum) in self._hash.items():
@@ -266,6 +285,7 @@ class HeadWriter:
         """Forget cached state of ``c`` (before dropping or emptying it)."""
         self.flush()
         self._cache = {ck: d for ck, d in self._cache.items() if ck[0] != c.cid}
+        self._dg = {ck: d for ck, d in self._dg.items() if ck[0] != c.cid}
 
     def truncate(self, c: Collection) -> None:
         """Remove every document of ``c`` (emptycapped, convertToCapped)."""

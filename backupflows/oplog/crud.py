@@ -163,9 +163,10 @@ def _apply_plain_delta(w: HeadWriter, c: Collection, e: Entry, key: bytes, old: 
                        o_raw: bytes) -> None:
     """``apply_update`` of a ``{$v: 2, diff}`` entry (``_is_delta``) whose
     document exists: ``updated`` with the digests the content hash needs
-    computed once, and the fidelity check of a document this path wrote
-    skipped."""
-    old_digest = doc_digest(old)
+    computed once (the old one as stored with the document, see
+    ``HeadWriter.digest``), and the fidelity check of a document this path
+    wrote skipped."""
+    old_digest = w.digest(c, key, old)
     diff = o_raw[_DELTA_AT:-1]
     new = apply_delta_codec(old, diff, old_digest in canonical)
     by_codec = new is not None
