@@ -20,8 +20,9 @@ round trip per range.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ from backupflows.settings import get_settings
 from backupflows.source.namespaces import NamespaceFilter, NamespaceInfo, list_namespaces
 from backupflows.source.prefetch import prefetched
 from backupflows.source.slicer import CollectionGone, IdRange, encode_slice, plan_ranges, read_range
+from backupflows.source.slicer import Slice as SourceSlice
 from backupflows.source.topology import check_replica_set, newest_optime
 
 Progress = Callable[[dict[str, Any]], None]
@@ -171,25 +173,19 @@ def slice_range(range_id: int, owner: str, progress: Progress | None = None, *,
     ranges it took find them done (``skipped``) or held (``busy``), and look
     for others in turn. A retried task (its range done, or released after a
     source error) also picks up what is left."""
-    status, work = _slice_one(range_id, owner, progress)
-    if more_seconds <= 0:
-        return status
-    job = (work.job_id, work.generation) if work is not None else _range_job(range_id)
-    if job is None:
-        return status
-    deadline = time.monotonic() + more_seconds
-    tried = {range_id}
-    while time.monotonic() < deadline:
-        nxt = _free_range(*job, tried)
-        if nxt is None:
-            break
-        tried.add(nxt)
-        _slice_one(nxt, owner, progress)
-    return status
+    status, work = _claim(range_id, owner)
+    first = [work] if status == "claimed" and work is not None else []
+    job = None
+    if more_seconds > 0:
+        job = (work.job_id, work.generation) if work is not None else _range_job(range_id)
+    if first or job is not None:
+        more = _claim_more(job, owner, time.monotonic() + more_seconds, {range_id})
+        _slice_ranges(itertools.chain(first, more), owner, progress)
+    return "done" if first else status
 
 
-def _slice_one(range_id: int, owner: str, progress: Progress | None
-               ) -> tuple[str, _RangeWork | None]:
+def _claim(range_id: int, owner: str) -> tuple[str, _RangeWork | None]:
+    """``claimed`` (this owner holds the range's lease), ``busy`` or ``skipped``."""
     with session_scope(readonly=True) as s:
         work = _load_range(s, range_id)
     if work is None:
@@ -197,20 +193,103 @@ def _slice_one(range_id: int, owner: str, progress: Progress | None
     with session_scope() as s:
         if not take_range_lease(s, range_id, owner, job_config().lease_seconds):
             return "busy", work
+    return "claimed", work
+
+
+def _claim_more(job: tuple[int, int] | None, owner: str, deadline: float,
+                tried: set[int]) -> Iterator[_RangeWork]:
+    """Further free ranges of ``job``, each claimed when the one before has
+    been read, until ``deadline``."""
+    while job is not None and time.monotonic() < deadline and _loading(*job):
+        nxt = _free_range(*job, tried)
+        if nxt is None:
+            return
+        tried.add(nxt)
+        status, work = _claim(nxt, owner)
+        if status == "claimed" and work is not None:
+            yield work
+
+
+def _loading(job_id: int, generation: int) -> bool:
+    """Whether a slice task should take more ranges: without preload always;
+    with it only while a preload holds (or is queued with) the head lease.
+    Otherwise the pool processes may all be slicing while the preload waits
+    in the queue, and the head would be loaded only after the slicing,
+    instead of during it: the task ends with its own range and gives its
+    process back."""
+    if not job_config().preload:
+        return True
+    table = BackupJob.__table__
+    with session_scope(readonly=True) as s:
+        return s.execute(select(table.c.id).where(
+            table.c.id == job_id, table.c.generation == generation,
+            table.c.head_lease_owner.is_not(None),
+            table.c.head_lease_expires > utcnow())).first() is not None
+
+
+def _slice_ranges(ranges: Iterator[_RangeWork], owner: str, progress: Progress | None) -> None:
+    """Read, store and record every slice of ``ranges`` (claimed), finishing
+    each range after its last slice. The source is read on a thread, one
+    slice ahead and across range ends, while this thread compresses, stores
+    and records: the slicer keeps pace with the source. On an error every
+    range claimed and not finished is released (a retry may take it at once)."""
+    open_ranges: dict[int, _RangeWork] = {}
+
+    def claimed() -> Iterator[_RangeWork]:
+        for work in ranges:
+            open_ranges[work.range_id] = work
+            yield work
+
+    store, seconds = resources.object_store(), job_config().lease_seconds
+    items = prefetched(_read_ranges(claimed()), chunk=1, depth=1)
+    reported = 0.0
     try:
-        _read_and_store(work, owner, progress)
-    except CollectionGone as exc:
+        with closing(items):
+            for work, item in items:
+                if isinstance(item, SourceSlice):
+                    _store_slice(work, owner, store, item, seconds)
+                    if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
+                        reported = time.monotonic()
+                        progress({"job": work.job_id, "generation": work.generation,
+                                  "ns": work.ns, "range": work.range_id,
+                                  "slices_done": work.seq, "docs": work.docs,
+                                  "bytes": work.nbytes})
+                    continue
+                _end_range(work, owner, item)
+                del open_ranges[work.range_id]
+    except BaseException:
+        for work in open_ranges.values():
+            release_range_lease(work.range_id, owner)
+        raise
+
+
+def _read_ranges(ranges: Iterator[_RangeWork]
+                 ) -> Iterator[tuple[_RangeWork, SourceSlice | CollectionGone | None]]:
+    """``(range, slice)`` of every range in turn, then ``(range, None)`` at its
+    end, or ``(range, CollectionGone)`` when its collection went away."""
+    slice_bytes = get_settings().slice_bytes
+    for work in ranges:
+        client = resources.source_client(work.uri)
+        try:
+            for sl in read_range(client, work.ns, work.lo, work.hi, work.resume_after,
+                                 slice_bytes):
+                yield work, sl
+        except CollectionGone as exc:
+            yield work, exc
+            continue
+        yield work, None
+
+
+def _end_range(work: _RangeWork, owner: str, gone: CollectionGone | None) -> None:
+    if gone is not None:
         with session_scope() as s:
             add_event(s, work.job_id, "sync.collection_gone",
-                      f"{work.ns}: {exc}; the oplog carries the change and validation "
+                      f"{work.ns}: {gone}; the oplog carries the change and validation "
                       "compares the rest", ns=work.ns)
-    except BaseException:
-        release_range_lease(range_id, owner)  # a retry may claim it at once
-        raise
     with session_scope() as s:
-        if not _finish(s, range_id, owner):
-            raise LeaseLost(f"range {range_id} of {work.ns}: lease lost before it was finished")
-    return "done", work
+        if not _finish(s, work.range_id, owner):
+            raise LeaseLost(f"range {work.range_id} of {work.ns}: lease lost before it was "
+                            "finished")
 
 
 def _range_job(range_id: int) -> tuple[int, int] | None:
@@ -246,25 +325,6 @@ def _load_range(s: Session, range_id: int) -> _RangeWork | None:
         return None
     return _RangeWork(job.id, r.generation, r.id, job.deployment.uri, ns.ns, r.lo, r.hi,
                       r.resume_after, r.slices, r.docs, r.nbytes)
-
-
-def _read_and_store(work: _RangeWork, owner: str, progress: Progress | None) -> None:
-    client = resources.source_client(work.uri)
-    store = resources.object_store()
-    seconds = job_config().lease_seconds
-    # the next slice is read from the source (a thread) while this one is
-    # compressed, stored and recorded: the slicer keeps pace with the source
-    slices = prefetched(read_range(client, work.ns, work.lo, work.hi, work.resume_after,
-                                   get_settings().slice_bytes), chunk=1, depth=1)
-    reported = 0.0
-    with closing(slices):
-        for sl in slices:
-            _store_slice(work, owner, store, sl, seconds)
-            if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
-                reported = time.monotonic()
-                progress({"job": work.job_id, "generation": work.generation, "ns": work.ns,
-                          "range": work.range_id, "slices_done": work.seq, "docs": work.docs,
-                          "bytes": work.nbytes})
 
 
 def _store_slice(work: _RangeWork, owner: str, store: Any, sl: Any, seconds: int) -> None:

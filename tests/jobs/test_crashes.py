@@ -128,8 +128,11 @@ def test_kill_9_during_each_phase_then_routine_with_no_difference(
         embedded_stack: Stack, source_client: Any) -> None:
     seed = int(os.environ.get("BACKUPFLOWS_TEST_SEED", "11"))
     # without preload: the head is built by the chord's build step, which gets killed too
+    # small slices: many ranges and slices, so that slicing (back to back, one range read
+    # while the last is stored) lasts long enough to be hit
     hit = _crash_run(embedded_stack, source_client, [SLICING, BUILDING, VALIDATING, ROUTINE],
-                     seed, target_bytes=6 * 1024 * 1024, BACKUPFLOWS_PRELOAD="0")
+                     seed, target_bytes=6 * 1024 * 1024, BACKUPFLOWS_PRELOAD="0",
+                     BACKUPFLOWS_SLICE_BYTES="64KiB")
     print("killed during:", hit)
     assert len(hit) >= 3, hit  # the phases that lasted long enough to be hit
 

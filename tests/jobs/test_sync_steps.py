@@ -1,7 +1,9 @@
-"""The initial sync's domain steps in this process (no workers): a slice task
-goes on with the job's unclaimed ranges and leaves held ones alone, every
-range is sliced exactly once (the head matches the source), and a preload
-that sees every range sliced loads the rest and reports ``loaded``."""
+"""The initial sync's domain steps in this process (no workers): while a
+preload holds the head, a slice task goes on with the job's unclaimed ranges
+and leaves held ones alone (without a preload at work it slices its own range
+only and gives its process back), every range is sliced exactly once (the
+head matches the source), and a preload that sees every range sliced loads
+the rest and reports ``loaded``."""
 
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ from sqlalchemy import select
 
 from backupflows.catalog import migrate
 from backupflows.catalog.db import session_scope
-from backupflows.catalog.models import Slice, SliceRange
+from backupflows.catalog.models import JobState, Slice, SliceRange
 from backupflows.head.store import HeadStore
 from backupflows.jobs import headwork, resources, service, sync
 from backupflows.jobs.config import job_config
-from backupflows.jobs.lifecycle import take_range_lease
+from backupflows.jobs.lifecycle import HEAD, release_job_lease, take_job_lease, take_range_lease
 from backupflows.sandbox.sampledata import generate
 from backupflows.settings import reset_settings
 from backupflows.source.compare import collection_summary
@@ -51,11 +53,21 @@ def _ranges(job_id: int) -> dict[int, tuple[str, int]]:
                 s.scalars(select(SliceRange).where(SliceRange.job_id == job_id))}
 
 
+def _preload_holds_the_head(ref: Any, holds: bool = True) -> None:
+    with session_scope() as s:
+        if holds:
+            assert take_job_lease(s, ref.job_id, HEAD, "a-preload", 60,
+                                  states=[JobState.INITIAL_SYNC], generation=ref.generation)
+        else:
+            release_job_lease(s, ref.job_id, HEAD, "a-preload")
+
+
 def test_a_slice_task_goes_on_with_unclaimed_ranges_and_leaves_held_ones(job: Any) -> None:
     ref, range_ids, client = job
     held = range_ids[2]
     with session_scope() as s:  # another task is slicing this one
         assert take_range_lease(s, held, "someone-else", 60)
+    _preload_holds_the_head(ref)
     assert sync.slice_range(range_ids[0], "me", more_seconds=30) == "done"
     states = _ranges(ref.job_id)
     assert {rid for rid, (state, _) in states.items() if state != "done"} == {held}
@@ -67,6 +79,7 @@ def test_a_slice_task_goes_on_with_unclaimed_ranges_and_leaves_held_ones(job: An
     assert sync.slice_range(range_ids[1], "me", more_seconds=30) == "skipped"
     assert all(state == "done" and n > 0 for state, n in _ranges(ref.job_id).values())
 
+    _preload_holds_the_head(ref, False)
     assert headwork.preload_slices(ref.job_id, ref.generation, "d") == "loaded"
     with session_scope(readonly=True) as s:
         assert all(s.scalars(select(Slice.loaded)))
@@ -79,9 +92,20 @@ def test_a_slice_task_goes_on_with_unclaimed_ranges_and_leaves_held_ones(job: An
                 expected.count, expected.hexdigest)
 
 
-def test_without_more_seconds_a_slice_task_slices_its_own_range_only(job: Any) -> None:
+@pytest.mark.parametrize("more_seconds", [0.0, 30.0])
+def test_a_slice_task_slices_its_own_range_only_without_more_seconds_or_a_preload(
+        job: Any, more_seconds: float) -> None:
     ref, range_ids, _ = job
-    assert sync.slice_range(range_ids[0], "me") == "done"
+    assert sync.slice_range(range_ids[0], "me", more_seconds=more_seconds) == "done"
     states = _ranges(ref.job_id)
     assert [states[rid][0] for rid in range_ids] == ["done"] + ["pending"] * (len(range_ids) - 1)
     assert headwork.preload_slices(ref.job_id, ref.generation, "d") == "later"  # ranges left
+
+
+def test_without_preload_a_slice_task_goes_on_at_once(
+        job: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, range_ids, _ = job
+    monkeypatch.setenv("BACKUPFLOWS_PRELOAD", "0")
+    job_config.cache_clear()
+    assert sync.slice_range(range_ids[-1], "me", more_seconds=30) == "done"
+    assert all(state == "done" for state, _ in _ranges(ref.job_id).values())
