@@ -22,6 +22,7 @@ from backupflows.sandbox.cursors import (
     Cursor,
     ListCursor,
     ScanCursor,
+    id_only,
 )
 from backupflows.sandbox.errors import BAD_VALUE, TYPE_MISMATCH, CommandError
 from backupflows.sandbox.storage import Collection, decode, encode
@@ -186,11 +187,22 @@ def find(ctx: Ctx) -> RawReply:
         if projection:
             from backupflows.sandbox.query import project
             scan.projector = lambda doc: project(doc, projection)
+            if _is_id_only(projection):
+                scan.raw_projector = id_only
         cursor = scan
     single = bool(ctx.arg("singleBatch"))
     if limit and (not batch_size or batch_size > limit):
         batch_size = limit
     return open_cursor(ctx, cursor, batch_size, single)
+
+
+def _is_id_only(projection: Mapping) -> bool:
+    """``{_id: 1}`` (or true): served from the raw document (a real server
+    answers it from the ``_id`` index without reading documents)."""
+    if list(projection) != ["_id"]:
+        return False
+    v = projection["_id"]
+    return v is True or (isinstance(v, int | float) and v == 1)
 
 
 # -- getMore / killCursors ----------------------------------------------------

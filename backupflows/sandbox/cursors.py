@@ -115,6 +115,7 @@ class ScanCursor(Cursor):
     id_filter: Callable[[bytes], bool] | None = None   # natural scan + _id bounds
     matcher: Callable[[dict], bool] | None = None
     projector: Callable[[dict], dict] | None = None
+    raw_projector: Callable[[bytes], bytes | None] | None = None  # no decode (None: can't)
     skip: int = 0
     after: Any = None
 
@@ -149,6 +150,10 @@ class ScanCursor(Cursor):
             return None
         if self.matcher is None and self.projector is None:
             return raw
+        if self.matcher is None and self.raw_projector is not None:
+            out = self.raw_projector(raw)
+            if out is not None:
+                return out
         doc = decode(raw)
         if self.matcher is not None and not self.matcher(doc):
             return None
@@ -240,3 +245,17 @@ class CursorRegistry:
         for cid in stale:
             del self.cursors[cid]
         return len(stale)
+
+
+def id_only(raw: bytes) -> bytes | None:
+    """``{_id: 1}`` projected without decoding: the document's ``_id``
+    element when it is the first one (as the server stores it), else None
+    (the caller decodes)."""
+    if raw[5:9] != b"_id\x00":
+        return None
+    from backupflows.head.rawdoc import iter_elements
+
+    for _, _, start, _, end in iter_elements(raw):
+        size = end - start + 5
+        return size.to_bytes(4, "little") + raw[start:end] + b"\x00"
+    return None

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pymongo
 import pytest
-from bson import SON, ObjectId
+from bson import SON, ObjectId, encode
 from bson.binary import Binary
 from bson.codec_options import CodecOptions
 from bson.int64 import Int64
@@ -129,6 +129,24 @@ def test_server_puts_id_first_and_generates_it(plain, unique_db):
     assert second["o2"] == {"_id": second["o"]["_id"]}
     stored = db.get_collection("c", codec_options=ORDERED).find_one({"_id": 5})
     assert list(stored) == ["_id", "a"]
+
+
+def test_id_projection_returns_each_id_unchanged(plain, unique_db):
+    """``{_id: 1}`` (validation's scan of the source): exactly ``{_id}``, the
+    value's BSON type kept, in ``_id`` order with or without a filter."""
+    raw = plain[unique_db].get_collection(
+        "c", codec_options=CodecOptions(document_class=RawBSONDocument))
+    ids = [1, Int64(2), 2.5, "s", ObjectId("0123456789ab0123456789ab"), {"a": 1, "b": [1]},
+           Binary(b"x", 0)]
+    plain[unique_db].c.insert_many([{"_id": v, "pad": "p" * 100, "n": i}
+                                    for i, v in enumerate(ids)])
+    want = sorted(encode({"_id": v}) for v in ids)
+    for projection in ({"_id": 1}, {"_id": True}, {"_id": 1.0}):
+        got = [d.raw for d in raw.find({}, projection)]
+        assert sorted(got) == want, projection
+        assert len(got) == len(ids)
+    filtered = [d.raw for d in raw.find({"n": {"$gte": 5}}, {"_id": 1})]
+    assert sorted(filtered) == sorted(encode({"_id": v}) for v in ids[5:])
 
 
 def test_duplicate_key_error_names_the_key(mongo_client, unique_db):
