@@ -114,7 +114,7 @@ def wait_routine(name: str, timeout: int) -> None:
         if time.monotonic() > deadline:
             raise BackupflowsError(f"job {row['job']} of {name} is still {row['state']} after "
                                    f"{timeout} s (is a worker running? see 'backupflows status')")
-        time.sleep(1.0)
+        time.sleep(0.25)  # a cheap catalog read; answers within a quarter second
 
 
 def progress_line(row: dict[str, Any]) -> str:
