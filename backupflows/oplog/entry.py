@@ -9,6 +9,7 @@ read by a few byte comparisons instead (``_Layouts``), with the same result.
 
 from __future__ import annotations
 
+import re
 import struct
 from functools import lru_cache
 from typing import Any
@@ -179,7 +180,8 @@ def parse(raw: bytes | bytearray | memoryview, outer: Entry | None = None) -> En
         raise (e or Entry(raw)).error(f"corrupt BSON: {exc}") from None
     if outer is not None:
         _inherit(e, outer)
-    _check(e)
+    if learn or e.ts is None:
+        _check(e)  # an entry of a known layout passes every other check as its model did
     if learn and e.op in CRUD_OPS:
         _layouts.learn(raw, e)
     return e
@@ -191,14 +193,23 @@ class _Layout:
     (and ``o2``), then fixed-size elements with the same type and name bytes
     at the same places (``ts``, ``t``, ``v``, ``wall``...)."""
 
-    __slots__ = ("prefix", "o_at", "op", "ns", "ui", "o2", "suffix_len", "headers",
+    __slots__ = ("prefix", "o_at", "op", "ns", "db", "coll", "ui", "o2", "suffix",
                  "ts_at", "t_at")
 
     def __init__(self, prefix: bytes, e: Entry, o2: bool, suffix_len: int,
                  headers: tuple[tuple[int, bytes], ...], ts_at: int, t_at: int) -> None:
         self.prefix, self.o_at = prefix, 4 + len(prefix)
         self.op, self.ns, self.ui, self.o2 = e.op, e.ns, e.ui, o2
-        self.suffix_len, self.headers, self.ts_at, self.t_at = suffix_len, headers, ts_at, t_at
+        self.db, self.coll = e.db, e.coll  # e passed _check
+        self.ts_at, self.t_at = ts_at, t_at
+        # the fixed part after o/o2 as one pattern: each element's type and
+        # name bytes where they were, any value bytes between, this length
+        pattern, at = [], 0
+        for start, header in headers:
+            pattern.append(b".{%d}" % (start - at) + re.escape(header))
+            at = start + len(header)
+        pattern.append(b".{%d}" % (suffix_len - at))
+        self.suffix = re.compile(b"".join(pattern), re.DOTALL).fullmatch
 
 
 _PREFIX_NAMES = frozenset((b"op", b"ns", b"ui", b"v"))
@@ -243,13 +254,10 @@ class _Layouts:
             end = ve + 4 + _i32(raw, ve + 4)[0]
             if end < ve + 9:
                 return None
-        if n - 1 - end != lay.suffix_len:
+        if lay.suffix(raw, end, n - 1) is None:
             return None
-        for at, header in lay.headers:
-            if not raw.startswith(header, end + at):
-                return None
         e = Entry(raw)
-        e.op, e.ns, e.o_span = lay.op, lay.ns, (vs, ve)
+        e.op, e.ns, e.db, e.coll, e.o_span = lay.op, lay.ns, lay.db, lay.coll, (vs, ve)
         if lay.ui is not None:
             e.ui = lay.ui
         if lay.o2:
