@@ -61,6 +61,8 @@ class Settings:
     slice_bytes: int
     broker_key_prefix: str
     visibility_timeout: int
+    groom_min_live_ratio: float = 0.45
+    groom_min_dead_bytes: int = 64 * MiB
 
     @property
     def embedded_broker(self) -> bool:
@@ -101,6 +103,20 @@ def parse_size(name: str, raw: str) -> int:
     value = int(match.group(1)) * _SIZE_UNITS[unit]
     if value <= 0:
         raise ConfigError(f"{PREFIX}{name}={raw!r}: must be greater than zero")
+    return value
+
+
+def parse_ratio(name: str, raw: str) -> float:
+    """A fraction from 0 to 1: ``0.45`` or ``45%``."""
+    text = raw.strip()
+    percent = text.endswith("%")
+    try:
+        value = float(text[:-1] if percent else text) / (100 if percent else 1)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise ConfigError(f"{PREFIX}{name}={raw!r}: expected a fraction from 0 to 1 "
+                          "such as 0.45, or a percentage such as 45%")
     return value
 
 
@@ -169,6 +185,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         slice_bytes=_get(env, "SLICE_BYTES", 10 * MiB, parse_size),
         broker_key_prefix=_env(env, "BROKER_KEY_PREFIX") or "",
         visibility_timeout=_get(env, "VISIBILITY_TIMEOUT", 3600, parse_seconds),
+        groom_min_live_ratio=_get(env, "GROOM_MIN_LIVE_RATIO", 0.45, parse_ratio),
+        groom_min_dead_bytes=_get(env, "GROOM_MIN_DEAD_BYTES", 64 * MiB, parse_size),
     )
 
 

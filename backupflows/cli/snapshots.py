@@ -187,12 +187,17 @@ def groom() -> None:
 def plan_cmd(as_json: bool) -> None:
     """What a groom would delete now, and the live/total bytes."""
     p = groom_mod.plan(_storage())
+    ratio, dead = operations.groom_trigger()
+    met = p.due(ratio, dead)
     if as_json:
-        click.echo(json.dumps(p.to_json(), indent=2))
+        out = p.to_json()
+        out["trigger"] = {"min_live_ratio": ratio, "min_dead_bytes": dead, "met": met}
+        click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"dead blocks: {len(p.dead)} ({_mb(p.dead_bytes)}); live {_mb(p.live_bytes)} "
                f"of {_mb(p.total_bytes)} ({p.live_ratio:.0%}); manifests to delete: "
-               f"{len(p.manifests)}; trigger {'met' if p.due() else 'not met'}")
+               f"{len(p.manifests)}; trigger (live < {ratio:.0%} and dead > {_mb(dead)}) "
+               f"{'met' if met else 'not met'}")
 
 
 @groom.command("run")

@@ -9,7 +9,9 @@ snapshots and restores go on; the claim decides each race.
 
 Triggered like Ops Manager's: when live/total bytes falls under
 ``min_live_ratio`` (default 45%) and the dead bytes exceed
-``min_dead_bytes``; or on demand (``backupflows groom plan|run``).
+``min_dead_bytes`` (default 64 MiB), both set by
+``BACKUPFLOWS_GROOM_MIN_LIVE_RATIO``/``_MIN_DEAD_BYTES`` (see
+``operations.groom_if_due``); or on demand (``backupflows groom plan|run``).
 
 ``run`` also finishes what killed runs left: pending snapshots whose lease
 lapsed become ``failed`` (their blocks dead), blocks a dead groom left

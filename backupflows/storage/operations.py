@@ -165,11 +165,24 @@ def remove_expired_fs(storage: Storage) -> int:
     return n
 
 
-def groom_if_due(storage: Storage, min_live_ratio: float = groom.MIN_LIVE_RATIO,
-                 min_dead_bytes: int = groom.MIN_DEAD_BYTES) -> groom.GroomResult | None:
-    """Run a groom when Ops Manager's trigger says so; None otherwise."""
+def groom_trigger() -> tuple[float, int]:
+    """The configured groom trigger: (minimum live/total ratio, minimum dead
+    bytes), from ``BACKUPFLOWS_GROOM_MIN_LIVE_RATIO`` and
+    ``BACKUPFLOWS_GROOM_MIN_DEAD_BYTES`` (defaults: Ops Manager's 45%, 64 MiB)."""
+    from backupflows.settings import get_settings
+
+    s = get_settings()
+    return s.groom_min_live_ratio, s.groom_min_dead_bytes
+
+
+def groom_if_due(storage: Storage, min_live_ratio: float | None = None,
+                 min_dead_bytes: int | None = None) -> groom.GroomResult | None:
+    """Run a groom when Ops Manager's trigger says so (thresholds not given
+    come from the settings: ``groom_trigger``); None otherwise."""
+    ratio, dead = groom_trigger()
     remove_expired_fs(storage)
     p = groom.plan(storage)
-    if not p.due(min_live_ratio, min_dead_bytes):
+    if not p.due(ratio if min_live_ratio is None else min_live_ratio,
+                 dead if min_dead_bytes is None else min_dead_bytes):
         return None
     return groom.run(storage)

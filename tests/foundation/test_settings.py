@@ -68,6 +68,18 @@ def test_slice_bytes_units(raw: str, expected: int) -> None:
     assert load_settings({"BACKUPFLOWS_SLICE_BYTES": raw}).slice_bytes == expected
 
 
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("0.45", 0.45), ("45%", 0.45), (" 100% ", 1.0), ("0", 0.0), ("1", 1.0), ("12.5%", 0.125),
+])
+def test_groom_live_ratio_as_fraction_or_percentage(raw: str, expected: float) -> None:
+    s = load_settings({"BACKUPFLOWS_GROOM_MIN_LIVE_RATIO": raw,
+                       "BACKUPFLOWS_GROOM_MIN_DEAD_BYTES": "1GiB"})
+    assert s.groom_min_live_ratio == pytest.approx(expected)
+    assert s.groom_min_dead_bytes == 1024**3
+    default = load_settings({})
+    assert (default.groom_min_live_ratio, default.groom_min_dead_bytes) == (0.45, 64 * 1024**2)
+
+
 @pytest.mark.parametrize(("name", "raw", "hint"), [
     ("SLICE_BYTES", "ten", "expected a size in bytes"),
     ("SLICE_BYTES", "10 parsecs", "expected a size in bytes"),
@@ -78,6 +90,11 @@ def test_slice_bytes_units(raw: str, expected: int) -> None:
     ("BROKER_URL", "localhost:6379", "expected a URL"),
     ("CATALOG_URL", "catalog.db", "expected a URL"),
     ("DAEMON_ID", "my daemon", "letters, digits"),
+    ("GROOM_MIN_LIVE_RATIO", "1.5", "fraction from 0 to 1"),
+    ("GROOM_MIN_LIVE_RATIO", "-5%", "fraction from 0 to 1"),
+    ("GROOM_MIN_LIVE_RATIO", "half", "fraction from 0 to 1"),
+    ("GROOM_MIN_LIVE_RATIO", "nan", "fraction from 0 to 1"),
+    ("GROOM_MIN_DEAD_BYTES", "lots", "expected a size in bytes"),
 ])
 def test_bad_values_give_one_clear_error(name: str, raw: str, hint: str) -> None:
     with pytest.raises(ConfigError) as err:

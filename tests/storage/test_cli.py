@@ -215,6 +215,41 @@ def test_take_list_delete_groom_and_the_survivor_still_checks(
     assert code == 0 and report["ok"] and report["snapshots_checked"] == 1
 
 
+def test_groom_trigger_thresholds_come_from_the_settings(
+        job: int, capsys: pytest.CaptureFixture[str], oplog: list[bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ops Manager's trigger (live/total under a ratio and dead bytes over a
+    size) with both thresholds configurable: the beat's groom check runs a
+    groom only when the configured trigger is met."""
+    from backupflows.settings import reset_settings
+
+    path = make_head(job, oplog[:1200])
+    run(capsys, "snapshots", "take", "rs0", "--local")
+    with HeadStore(path) as head:
+        fill(head, oplog[1200:])
+    code, out, _ = run(capsys, "snapshots", "take", "rs0", "--local")
+    run(capsys, "snapshots", "delete", out.split()[1])
+    plan = json.loads(run(capsys, "groom", "plan", "--json")[1])
+    assert plan["dead_blocks"] > 0 and 0 < plan["dead_bytes"] < 64 << 20
+    # the defaults (45%, 64 MiB): a few dead kilobytes are not worth a groom
+    assert plan["trigger"] == {"min_live_ratio": 0.45, "min_dead_bytes": 64 << 20, "met": False}
+    assert "trigger (live < 45% and dead > 67.1 MB) not met" in run(capsys, "groom", "plan")[1]
+    storage = service.Storage.open()
+    assert operations.groom_if_due(storage) is None
+    assert json.loads(run(capsys, "groom", "plan", "--json")[1])["dead_blocks"] == plan["dead_blocks"]
+
+    monkeypatch.setenv("BACKUPFLOWS_GROOM_MIN_LIVE_RATIO", "100%")
+    monkeypatch.setenv("BACKUPFLOWS_GROOM_MIN_DEAD_BYTES", "1k")
+    reset_settings()
+    again = json.loads(run(capsys, "groom", "plan", "--json")[1])
+    assert again["trigger"] == {"min_live_ratio": 1.0, "min_dead_bytes": 1000, "met": True}
+    result = operations.groom_if_due(storage)
+    assert result is not None and result.blocks_deleted == plan["dead_blocks"]
+    assert json.loads(run(capsys, "groom", "plan", "--json")[1])["dead_blocks"] == 0
+    code, out, _ = run(capsys, "check", "--storage", "--json")
+    assert code == 0 and json.loads(out)["ok"]
+
+
 def test_check_storage_names_a_corrupt_and_a_missing_block(
         job: int, capsys: pytest.CaptureFixture[str], oplog: list[bytes]) -> None:
     make_head(job, oplog)
