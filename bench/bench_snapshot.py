@@ -49,9 +49,7 @@ from backupflows.head.store import HeadStore  # noqa: E402
 
 DB, COLL = "bench", "customers"
 UI = bson.Binary(b"\x05" * 16, 4)
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
-         "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee "
-         "zulu amber basil cedar dune ember fjord grove harbor islet jade knoll").split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber", "basil", "cedar", "dune", "ember", "fjord", "grove", "harbor", "islet", "jade", "knoll"]
 CITIES = ("Paris", "Lima", "Oslo", "Tokyo", "Austin", "Nairobi", "Porto", "Hanoi")
 
 

@@ -17,7 +17,6 @@ from backupflows.errors import HeadError
 from backupflows.head.catalog import Collection, read_all, read_builds, read_indexes
 from backupflows.head.optime import Optime
 
-
 CHANGED_KEYS_IN_MEMORY = 200_000  # changed keys sorted in memory (a few MB), see changes_since
 _IN_CHUNK = 500
 

@@ -115,9 +115,8 @@ def test_a_snapshot_fails_when_stored_digests_disagree_with_the_head(
     conn.execute("UPDATE docs SET dg=zeroblob(32) WHERE k=(SELECT MAX(k) FROM docs)")
     conn.commit()
     conn.close()
-    with HeadStore(tmp_path / "h.db") as head:
-        with pytest.raises(IntegrityError, match="d.c"):
-            service.take(storage, job, head, opts=small_opts())
+    with HeadStore(tmp_path / "h.db") as head, pytest.raises(IntegrityError, match="d.c"):
+        service.take(storage, job, head, opts=small_opts())
     with storage.reading() as s:
         rows = s.execute(select(Snapshot.state, Snapshot.error)
                          .where(Snapshot.job_id == job)).all()
