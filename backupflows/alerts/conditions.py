@@ -16,7 +16,8 @@ and closes when none is. Thresholds come from ``AlertConfig``.
   ``snapshot_late_factor`` x the snapshot interval;
 - ``resync_required`` / ``job_failed``: the job is in that state;
 - ``integrity_failure``: an integrity check raised an ``alert`` event for a
-  snapshot that is still restorable (clears when it is deleted or expired);
+  snapshot that is still restorable (clears when it is deleted or expired, or
+  when a later check passes it: an ``integrity_ok`` event);
 - ``daemon_down``: a daemon holding the head of a job that is not terminated
   has not reported for ``daemon_down`` seconds;
 - ``low_head_disk_space``: a daemon's last report gives its heads directory
@@ -168,11 +169,14 @@ def integrity_findings(s: Session, jobs: list[JobView], now: datetime,
                        cfg: AlertConfig) -> list[Finding]:
     names = {v.job.id: v.deployment for v in jobs}
     rows = s.execute(select(Event, Snapshot).join(Snapshot, Snapshot.job_id == Event.job_id)
-                     .where(Event.kind == "alert", Snapshot.state == "done")
+                     .where(Event.kind.in_(("alert", "integrity_ok")), Snapshot.state == "done")
                      .order_by(Event.id)).all()
     found: dict[int, Finding] = {}
     for event, snap in rows:
         if (event.data or {}).get("snapshot") != snap.id:
+            continue
+        if event.kind == "integrity_ok":  # a later check passed it
+            found.pop(snap.id, None)
             continue
         name = names.get(snap.job_id, f"job {snap.job_id}")
         found[snap.id] = Finding(

@@ -7,7 +7,9 @@ index must hold a live row for each; and, deep, every collection's documents
 merged from its layers must give the manifest's count and content hash (the
 head's). Filesystem-store snapshots are re-read from their files. Each
 failing snapshot raises an ``alert`` event naming the snapshot and what is
-wrong (missing or corrupt block ids).
+wrong (missing or corrupt block ids); a snapshot that passes after its last
+alert (a block put back from a copy) gets an ``integrity_ok`` event, which
+clears its ``integrity_failure`` alert.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from backupflows.storage import snapshot as snap
 from backupflows.storage.service import Storage, load_manifest
 
 ALERT = "alert"
+PASSED = "integrity_ok"
 
 
 @dataclass
@@ -70,6 +73,8 @@ def check_storage(storage: Storage, *, job_id: int | None = None, deep: bool = T
             result.failed[row.id] = problems
     if alert and result.failed:
         _raise_alerts(storage, rows, result)
+    if alert:
+        _clear_alerts(storage, rows, result)
     return result
 
 
@@ -103,6 +108,29 @@ def _raise_alerts(storage: Storage, rows: list[Any], result: StorageCheck) -> No
                         message=f"snapshot {sid} failed its integrity check: {problems[0]}"
                                 + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
                         data={"snapshot": sid, "problems": problems[:50]}))
+
+
+def _clear_alerts(storage: Storage, rows: list[Any], result: StorageCheck) -> None:
+    """An ``integrity_ok`` event for each checked snapshot that passed while
+    its newest integrity event is an alert."""
+    passed = {row.id: row.job_id for row, _ in rows if row.id not in result.failed}
+    if not passed:
+        return
+    with storage.sessions() as s:
+        latest: dict[int, str] = {}
+        for kind, data in s.execute(select(Event.kind, Event.data).where(
+                Event.kind.in_((ALERT, PASSED)),
+                Event.job_id.in_(set(passed.values()))).order_by(Event.id)):
+            sid = (data or {}).get("snapshot")
+            if sid in passed:
+                latest[sid] = kind
+        for sid, kind in latest.items():
+            if kind != ALERT:
+                continue
+            job = s.get(BackupJob, passed[sid])
+            s.add(Event(job_id=passed[sid], deployment_id=job.deployment_id if job else None,
+                        kind=PASSED, data={"snapshot": sid},
+                        message=f"snapshot {sid} passes its integrity check again"))
 
 
 def run_storage_check(name: str | None = None, *, catalog_url: str | None = None,

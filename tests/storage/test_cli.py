@@ -274,6 +274,44 @@ def test_check_storage_names_a_corrupt_and_a_missing_block(
     assert code == 1 and report["ok"] is False and list(report["failed"]) == [str(sid)]
 
 
+def test_integrity_alert_opens_on_a_bad_block_and_clears_when_a_check_passes_again(
+        job: int, capsys: pytest.CaptureFixture[str], oplog: list[bytes]) -> None:
+    """The weekly check's alert stays open while the snapshot is bad and
+    closes once a check passes it again (the block put back from a copy)."""
+    from sqlalchemy import select
+
+    from backupflows.alerts import service as alerts
+    from backupflows.catalog.models import Event
+    from backupflows.catalog.ops_models import Alert
+
+    def open_alerts() -> list[str]:
+        alerts.evaluate()
+        with session_scope(readonly=True) as s:
+            return [a.subject for a in s.scalars(select(Alert).where(
+                Alert.state == "open", Alert.kind == "integrity_failure"))]
+
+    make_head(job, oplog)
+    sid = int(run(capsys, "snapshots", "take", "rs0", "--local")[1].split()[1])
+    storage = service.Storage.open()
+    victim = get_settings().store_dir / object_name(
+        service.open_snapshot(storage, sid).block_ids()[0])
+    kept = victim.read_bytes()
+    assert run(capsys, "check", "--storage")[0] == 0 and open_alerts() == []
+    victim.unlink()
+    assert run(capsys, "check", "--storage")[0] == 1
+    assert open_alerts() == [f"snapshot:{sid}"]
+    assert run(capsys, "check", "--storage")[0] == 1  # still bad: still open, once
+    assert open_alerts() == [f"snapshot:{sid}"]
+    victim.write_bytes(kept)  # the operator puts the block back
+    assert run(capsys, "check", "--storage")[0] == 0
+    assert open_alerts() == []
+    run(capsys, "check", "--storage")
+    with session_scope(readonly=True) as s:
+        kinds = [e.kind for e in s.scalars(select(Event).where(
+            Event.kind.in_(("alert", "integrity_ok"))).order_by(Event.id))]
+    assert kinds == ["alert", "alert", "integrity_ok"]  # a passing snapshot is noted once
+
+
 # ------------------------------------------------ beat path, real worker
 @pytest.fixture
 def redis_stack(request: pytest.FixtureRequest, tmp_path: Path,
