@@ -18,6 +18,9 @@ repository before/after). Targets (issue 5): first snapshot wall time <=
 restic's and stored bytes <= 1.1x restic's; second snapshot stored bytes <= 3%
 of our first and wall time <= 10% of restic's second; peak RSS < 300 MB.
 Writes a JSON report to bench/results/.
+
+Needs ``restic`` and ``borg`` on the PATH (Debian/Ubuntu: ``apt-get install
+restic borgbackup``); without them it stops at once with that advice.
 """
 
 from __future__ import annotations
@@ -279,6 +282,10 @@ def main() -> None:
     if args.take:
         take_main(Path(args.workdir))
         return
+    missing = [tool for tool in ("restic", "borg") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"error: {' and '.join(missing)} not found: the comparison needs both "
+                 "(Debian/Ubuntu: apt-get install restic borgbackup)")
     report = run(args)
     print_table(report)
     results = ROOT / "bench" / "results"
