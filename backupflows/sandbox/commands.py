@@ -120,14 +120,15 @@ def cluster_time_elements(store: Store) -> bytes:
                           "operationTime": ts})
 
 
+_OK = wire.elements({"ok": 1.0})
+
+
 def success_reply(store: Store, result: Any) -> bytes:
     if isinstance(result, RawReply):
-        body = result.elements + wire.elements({"ok": 1.0})
-    else:
-        result = dict(result or {})
-        result.setdefault("ok", 1.0)
-        body = wire.elements(result)
-    return wire.doc_from_elements(body, cluster_time_elements(store))
+        return wire.doc_from_elements(result.elements, _OK, cluster_time_elements(store))
+    result = dict(result or {})
+    result.setdefault("ok", 1.0)
+    return wire.doc_from_elements(wire.elements(result), cluster_time_elements(store))
 
 
 def error_reply(store: Store, err: CommandError, topology_version: dict | None = None

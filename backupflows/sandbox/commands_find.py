@@ -56,11 +56,11 @@ def coll_name(ctx: Ctx) -> str:
 
 def cursor_reply(batch: list[bytes], cursor_id: int, ns: str, first: bool) -> RawReply:
     key = "firstBatch" if first else "nextBatch"
-    cursor_doc = wire.doc_from_elements(
-        wire.element(key, 0x04, wire.raw_array(batch)),
+    cursor_doc = wire.doc_parts([
+        *wire.element_parts(key, 0x04, wire.raw_array_parts(batch)),
         wire.element("id", 0x12, wire.int64(cursor_id)),
-        wire.element("ns", 0x02, wire.string(ns)))
-    return RawReply(wire.element("cursor", 0x03, cursor_doc))
+        wire.element("ns", 0x02, wire.string(ns))])
+    return RawReply(b"".join(wire.element_parts("cursor", 0x03, cursor_doc)))
 
 
 def open_cursor(ctx: Ctx, cursor: Cursor, batch_size: int, single_batch: bool = False

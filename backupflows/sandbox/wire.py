@@ -17,6 +17,7 @@ and re-encoded on the way out.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import bson
@@ -203,18 +204,39 @@ def elements(doc: dict) -> bytes:
 
 
 def doc_from_elements(*parts: bytes) -> bytes:
-    body = b"".join(parts)
-    return _I32.pack(len(body) + 5) + body + b"\x00"
+    """The document of the encoded elements ``parts`` (one copy of them)."""
+    return b"".join(doc_parts(parts))
+
+
+def doc_parts(parts: Sequence[bytes]) -> list[bytes]:
+    """The encoded elements ``parts`` framed as a document (length, elements,
+    NUL), still in pieces: whoever joins the outermost document copies each
+    piece once. A 16 MB batch was copied about ten times on its way to the
+    socket (every level of nesting concatenated it again)."""
+    return [_I32.pack(5 + sum(map(len, parts))), *parts, b"\x00"]
 
 
 def element(name: str, type_byte: int, value: bytes) -> bytes:
     return bytes((type_byte,)) + name.encode() + b"\x00" + value
 
 
+def element_parts(name: str, type_byte: int, value: list[bytes]) -> list[bytes]:
+    """``element`` of a value in pieces (``doc_parts``), still in pieces."""
+    return [bytes((type_byte,)) + name.encode() + b"\x00", *value]
+
+
 def raw_array(docs: list[bytes]) -> bytes:
     """A BSON array of the raw documents ``docs``, built by concatenation."""
-    parts = [b"\x03" + str(i).encode() + b"\x00" + d for i, d in enumerate(docs)]
-    return doc_from_elements(*parts)
+    return b"".join(raw_array_parts(docs))
+
+
+def raw_array_parts(docs: list[bytes]) -> list[bytes]:
+    """``raw_array`` in pieces (``doc_parts``): the documents are not copied here."""
+    parts: list[bytes] = []
+    for i, d in enumerate(docs):
+        parts.append(b"\x03" + str(i).encode() + b"\x00")
+        parts.append(d)
+    return doc_parts(parts)
 
 
 def int64(value: int) -> bytes:

@@ -118,6 +118,31 @@ def test_documents_in_the_body_are_stored_byte_for_byte(sandbox):
         assert entry["o"].raw == doc
 
 
+def test_batches_hand_back_the_stored_bytes_in_order(sandbox):
+    # Cursor replies are spliced from the stored documents: across first
+    # batches, size-capped getMores (16 MB) and small batchSizes every
+    # document comes back byte for byte (a Symbol would turn into a String
+    # if anything re-encoded it), in _id order, and the reply's own fields
+    # (id, ns, ok, operationTime) are intact.
+    symbol = b"\x0es\x00\x04\x00\x00\x00abc\x00"
+    docs = []
+    for i in range(60):
+        body = (b"\x10_id\x00" + struct.pack("<i", i) + symbol
+                + b"\x02pad\x00" + struct.pack("<i", 700_001 * (i % 3) + 1)
+                + b"p" * (700_001 * (i % 3)) + b"\x00")
+        docs.append(struct.pack("<i", len(body) + 5) + body + b"\x00")
+    raw_opts = CodecOptions(document_class=RawBSONDocument)
+    with pymongo.MongoClient(sandbox.uri) as client:
+        coll = client.w.get_collection("big", codec_options=raw_opts)
+        coll.insert_many([RawBSONDocument(d) for d in docs])
+        assert [d.raw for d in coll.find().sort("_id", 1)] == docs
+        assert [d.raw for d in coll.find(batch_size=7).sort("_id", 1)] == docs
+        reply = client.w.command("find", "big", batchSize=2)
+    assert reply["ok"] == 1.0 and "operationTime" in reply
+    assert reply["cursor"]["ns"] == "w.big" and reply["cursor"]["id"] != 0
+    assert [d["_id"] for d in reply["cursor"]["firstBatch"]] == [0, 1]
+
+
 def test_more_to_come_gets_no_reply(sandbox):
     with connect(sandbox) as sock:
         sock.sendall(op_msg({"insert": "c", "$db": "w", "documents": [{"_id": 1}],
