@@ -20,7 +20,7 @@ differences and how many were repaired).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
@@ -122,16 +122,27 @@ def _fetch(client: MongoClient, c: Collection, ids: list[bytes]
 
 
 def _compare(head: HeadStore, client: MongoClient, run: HeadRun) -> None:
+    """Compare every collection; the source's ``_id``s of the next collection
+    are read (``source_ids``: a thread, bounded) while this one is compared,
+    so the source and the head are read at the same time across collections
+    too, not one collection after the other."""
     stats = CompareStats()
-    for info in list_namespaces(client, run.filt):
-        if info.type != "collection":
-            continue
-        c = _head_collection(head, info)
-        stats.collections += 1
-        _compare_collection(head, client, c, stats, run)
-        run.renew()
-        run.report(step="validate", collections_compared=stats.collections,
-                   differences=stats.repaired)
+    infos = [i for i in list_namespaces(client, run.filt) if i.type == "collection"]
+    upcoming = source_ids(client, infos[0].ns) if infos else None
+    try:
+        for n, info in enumerate(infos):
+            theirs = upcoming
+            upcoming = source_ids(client, infos[n + 1].ns) if n + 1 < len(infos) else None
+            assert theirs is not None
+            c = _head_collection(head, info)
+            stats.collections += 1
+            _compare_collection(head, client, c, theirs, stats, run)
+            run.renew()
+            run.report(step="validate", collections_compared=stats.collections,
+                       differences=stats.repaired)
+    finally:
+        if upcoming is not None:
+            upcoming.close()
     diffs = stats.only_in_head + stats.only_in_source
     with session_scope() as s:
         add_event(s, run.job_id, "validate.compared",
@@ -152,10 +163,11 @@ def _head_collection(head: HeadStore, info: NamespaceInfo) -> Collection:
 
 
 def _compare_collection(head: HeadStore, client: MongoClient, c: Collection,
-                        stats: CompareStats, run: HeadRun) -> None:
+                        theirs: Generator[bytes, None, None], stats: CompareStats,
+                        run: HeadRun) -> None:
+    """Merge-join the head's ``_id``s of ``c`` with ``theirs`` (``source_ids``)."""
     pending: list[bytes] = []
     counts = {"only_in_head": 0, "only_in_source": 0}
-    theirs = source_ids(client, c.ns)  # read ahead while the head side is read
     with head.snapshot() as snap, closing(theirs):
         for d in diff_head(snap.export_keyed(c), theirs):
             counts[d.side] = counts.get(d.side, 0) + 1

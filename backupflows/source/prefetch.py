@@ -3,10 +3,13 @@
 ``prefetched(items)`` runs ``items`` (typically a cursor over the source) on a
 daemon thread and hands its items over in chunks through a bounded queue:
 the source serves the next batch while the caller compares or writes the
-previous one (a socket wait releases the GIL). Memory is at most ``depth``
-chunks of ``chunk`` items. An exception of the stream is raised in the
-caller; when the caller stops early (``close()`` of the generator, or an
-exception), the thread stops at its next item and the stream is closed.
+previous one (a socket wait releases the GIL). The thread starts at once:
+the source is read before the caller asks for the first item (validation
+starts the next collection's scan while it compares this one). Memory is at
+most ``depth`` chunks of ``chunk`` items. An exception of the stream is
+raised in the caller; when the caller stops early (``close()`` of the
+generator, or an exception), the thread stops at its next item and the
+stream is closed, also before the first item.
 """
 
 from __future__ import annotations
@@ -28,13 +31,22 @@ class _Failed:
 
 def prefetched(items: Iterable[T], *, chunk: int = 1024, depth: int = 4
                ) -> Generator[T, None, None]:
-    """The items of ``items``, read ahead on a thread (see the module docstring)."""
+    """The items of ``items``, read ahead on a thread started now (see the
+    module docstring)."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
     thread = threading.Thread(target=_produce, args=(items, q, stop, chunk), daemon=True,
                               name="prefetch")
     thread.start()
+    handed = _hand_over(q, stop, thread)
+    next(handed)  # into its ``try``: a close() before the first item stops the thread too
+    return handed
+
+
+def _hand_over(q: queue.Queue[object], stop: threading.Event, thread: threading.Thread
+               ) -> Generator[T, None, None]:
     try:
+        yield None  # type: ignore[misc]  # taken by ``prefetched`` itself
         while True:
             got = q.get()
             if got is _END:

@@ -51,3 +51,34 @@ def test_stopping_early_stops_the_thread_and_closes_the_stream() -> None:
     reader.close()
     assert closed.wait(2)
     assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_reading_starts_before_the_first_item_is_asked_for() -> None:
+    started = threading.Event()
+
+    def stream() -> Iterator[int]:
+        started.set()
+        yield from range(3)
+
+    reader = prefetched(stream())
+    assert started.wait(2)  # the source is being read while the caller does other work
+    assert list(reader) == [0, 1, 2]
+
+
+def test_closing_before_the_first_item_stops_the_thread_and_closes_the_stream() -> None:
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    reader = prefetched(endless(), chunk=5, depth=1)
+    time.sleep(0.05)
+    reader.close()
+    assert closed.wait(2)
+    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
