@@ -464,6 +464,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--redis", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-snapshots", action="store_true",
+                        help="scheduled snapshots off (a control: the job's first snapshot, "
+                             "due right after the sync, holds a pool process for seconds "
+                             "during the lag measurement)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (catalog, worker.log at INFO level)")
     parser.add_argument("--pyspy", default=None, metavar="DIR",
@@ -508,6 +512,8 @@ def main() -> None:
                     if row:
                         print(f"  cpu {phase:<20} {row}", flush=True)
                 result["sync"]["cpu_series"] = cpu.series(bench.sync_wall[0], bench.sync_wall[2])
+                if args.no_snapshots:  # before beat's first snapshot dispatch (60 s)
+                    bench.cli("snapshots", "policy", "src", "--disable")
                 lag_start = time.time()
                 result["lag"] = measure_lag(bench, client, args.rate, args.load_seconds)
                 result["lag"]["cpu_s"] = cpu.between(lag_start, time.time())
