@@ -130,18 +130,14 @@ class RssSampler(threading.Thread):
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks(pid: int, children: bool = False) -> tuple[int, int]:
-    """(utime + stime in clock ticks, parent pid) of ``pid`` (with ``children``:
-    plus its reaped children's); (0, 0) if gone."""
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime + stime in clock ticks, parent pid) of ``pid``; (0, 0) if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0, 0
     fields = stat.rsplit(")", 1)[1].split()
-    used = int(fields[11]) + int(fields[12])
-    if children:
-        used += int(fields[13]) + int(fields[14])
-    return used, int(fields[1])
+    return int(fields[11]) + int(fields[12]), int(fields[1])
 
 
 def machine_busy() -> tuple[int, int]:
@@ -178,12 +174,10 @@ class CpuSampler(threading.Thread):
         """Our processes every time (a few files); every process on the machine
         when ``everything`` (new pool processes, other load): cheap enough not
         to disturb what it measures on two cores."""
-        ticks = {os.getpid(): cpu_ticks(os.getpid(), children=True)[0]}
+        ticks: dict[int, int] = {}
         pids = ([int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
                 if everything else list(self.roles))
         for pid in pids:
-            if pid in ticks:
-                continue
             used, parent = cpu_ticks(pid)
             if not parent:
                 continue  # gone
@@ -192,8 +186,10 @@ class CpuSampler(threading.Thread):
                 self.roles[pid] = self._role(pid)
             elif pid not in self.roles and pid not in self.names:
                 self.names[pid] = _command(pid)
-        if not everything and self.timeline:
-            ticks = {**self.timeline[-1][2], **ticks}
+        if self.timeline:  # a process that ended keeps its last count
+            last = self.timeline[-1][2]
+            ticks = {**{p: t for p, t in last.items() if p in self.roles or not everything},
+                     **ticks}
         self.timeline.append((time.time(), machine_busy()[0], ticks))
 
     @staticmethod
@@ -262,6 +258,7 @@ class Bench:
                     "BACKUPFLOWS_DAEMON_ID": f"bench{uuid.uuid4().hex[:6]}",
                     "BACKUPFLOWS_LOG_LEVEL": "INFO" if args.keep else "WARNING"}
         self.cleanup: list[Any] = []
+        self.cpu: CpuSampler | None = None
 
     def setup_services(self) -> None:
         if not self.args.redis:
@@ -296,11 +293,15 @@ class Bench:
                     r.delete(*keys[i:i + 500])
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True,
-                              timeout=3600)
-        if done.returncode != 0:
-            raise SystemExit(f"backupflows {' '.join(args)}: {done.stderr}")
-        return done.stdout
+        """Run a CLI command (its CPU counts as ``bench + CLI`` while it runs)."""
+        with subprocess.Popen([*CLI, *args], env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            if self.cpu is not None:
+                self.cpu.roles[proc.pid] = "bench + CLI"
+            out, err = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            raise SystemExit(f"backupflows {' '.join(args)}: {err}")
+        return out
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "src", "--json"))[0]
@@ -496,7 +497,7 @@ def main() -> None:
             worker = bench.start_worker()
             sampler = RssSampler(worker.pid)
             sampler.start()
-            cpu = CpuSampler(sandbox_pid, worker.pid)
+            cpu = bench.cpu = CpuSampler(sandbox_pid, worker.pid)
             cpu.start()
             try:
                 time.sleep(3)
