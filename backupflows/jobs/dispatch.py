@@ -5,7 +5,10 @@ dispatcher queues work guarded by a lease it reserves that lease with a fresh
 token (``q-<hex>``), passed to the task: the queued task takes over its own
 reservation, and the next dispatcher pass sees the lease taken, so a slow
 queue does not fill up with copies. A reservation whose message was lost
-expires like any lease.
+expires like any lease. An oplog round or a routine apply round queued by
+the one before it may take a reservation over (``take_reserved``): it does
+the same work, and waiting behind the reserved message would only add lag
+(with one free pool process, that message may sit behind other work).
 
 - ``due_oplog_rounds``: every active job whose oplog lease is free.
 - ``due_apply_rounds``: every routine job with stored oplog the head has not
@@ -30,7 +33,7 @@ from sqlalchemy.orm import Session
 from backupflows.catalog.db import session_scope
 from backupflows.catalog.models import BackupJob, JobState, SliceRange, utcnow
 from backupflows.jobs.config import job_config
-from backupflows.jobs.lifecycle import ACTIVE, HEAD, OPLOG, take_job_lease
+from backupflows.jobs.lifecycle import ACTIVE, HEAD, OPLOG, RESERVED, take_job_lease
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Work:
 
 
 def _token() -> str:
-    return "q-" + secrets.token_hex(8)
+    return RESERVED + secrets.token_hex(8)
 
 
 def due_oplog_rounds() -> list[Work]:

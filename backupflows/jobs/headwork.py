@@ -266,7 +266,8 @@ def apply_round(job_id: int, owner: str, token: str | None = None,
         if job.state == JobState.BUILDING and _unloaded(s, job_id, job.generation):
             return Outcome("waiting")
         if not take_job_lease(s, job_id, HEAD, owner, job_config().lease_seconds,
-                              states=[job.state], generation=job.generation, token=token):
+                              states=[job.state], generation=job.generation, token=token,
+                              take_reserved=job.state == JobState.ROUTINE):
             return Outcome("busy")
         run = HeadRun(job_id, job.generation, owner, job.state, _filter_of(job), progress)
     try:

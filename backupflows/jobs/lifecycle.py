@@ -42,6 +42,7 @@ ACTIVE: tuple[str, ...] = (JobState.INITIAL_SYNC, JobState.BUILDING, JobState.VA
                            JobState.ROUTINE)
 RESTARTABLE: tuple[str, ...] = (JobState.STOPPED, JobState.RESYNC_REQUIRED, JobState.FAILED)
 OPLOG, HEAD = "oplog", "head"
+RESERVED = "q-"  # lease owner prefix of a dispatcher's reservation (a queued message)
 
 
 @dataclass
@@ -136,21 +137,29 @@ def lease_free(owner_col: Any, expires_col: Any, now: datetime, token: str | Non
     return _free(owner_col, expires_col, now, token)
 
 
-def _free(owner_col: Any, expires_col: Any, now: datetime, token: str | None) -> Any:
+def _free(owner_col: Any, expires_col: Any, now: datetime, token: str | None,
+          reserved: bool = False) -> Any:
     free = or_(owner_col.is_(None), expires_col.is_(None), expires_col < now)
+    if reserved:
+        free = or_(free, owner_col.like(RESERVED + "%"))
     return or_(free, owner_col == token) if token else free
 
 
 def take_job_lease(session: Session, job_id: int, kind: str, owner: str, seconds: int, *,
                    states: Iterable[str], generation: int | None = None,
                    token: str | None = None, values: Mapping[str, Any] | None = None,
-                   where: Iterable[Any] = ()) -> bool:
-    """Claim the job's ``kind`` lease (``oplog`` or ``head``) for ``owner``."""
+                   where: Iterable[Any] = (), take_reserved: bool = False) -> bool:
+    """Claim the job's ``kind`` lease (``oplog`` or ``head``) for ``owner``.
+    With ``take_reserved`` a dispatcher's reservation (``RESERVED``: a queued
+    message, not a running task) counts as free: for work that any task of
+    its kind does the same way (oplog rounds, routine apply rounds), the task
+    that runs first does it, and the reserved message finds the lease held
+    (``busy``) or free again (a round with little to do)."""
     table = BackupJob.__table__
     now = utcnow()
     owner_col, expires_col = table.c[f"{kind}_lease_owner"], table.c[f"{kind}_lease_expires"]
     conditions = [table.c.state.in_([str(s) for s in states]),
-                  _free(owner_col, expires_col, now, token), *where]
+                  _free(owner_col, expires_col, now, token, take_reserved), *where]
     if generation is not None:
         conditions.append(table.c.generation == generation)
     return _job_update(session, job_id, conditions, {

@@ -70,7 +70,7 @@ def oplog_round(job_id: int, owner: str, token: str | None = None) -> RoundResul
     cfg = job_config()
     with session_scope() as s:
         if not take_job_lease(s, job_id, OPLOG, owner, cfg.oplog_lease_seconds, states=ACTIVE,
-                              generation=generation, token=token):
+                              generation=generation, token=token, take_reserved=True):
             return RoundResult("busy")
     try:
         rnd = read_round(resources.source_client(uri), optime.unpack(after),

@@ -160,6 +160,32 @@ def test_dispatchers_reserve_what_they_queue(catalog: None) -> None:
     assert dispatch.due_apply_rounds() == []
 
 
+def test_a_round_takes_over_a_reservation_but_never_a_running_round(catalog: None) -> None:
+    # beat reserved the oplog lease for the round it queued; the round queued
+    # by the previous round runs first and does the work instead of
+    # answering "busy" and leaving it to a message that waits in the queue
+    ref = service.start_job("prod", "d1")
+    with session_scope() as s:
+        job = s.get(BackupJob, ref.job_id)
+        assert job is not None
+        job.t0_ts = job.oplog_ts = optime.pack(Timestamp(100, 1))
+    [reserved] = dispatch.due_oplog_rounds()
+    with session_scope() as s:
+        assert not take_job_lease(s, ref.job_id, OPLOG, "plain", 5, states=ACTIVE)
+        assert take_job_lease(s, ref.job_id, OPLOG, "chained", 5, states=ACTIVE,
+                              take_reserved=True)
+        # the running round is not a reservation: neither the reserved message
+        # nor another chained round can take it
+        assert not take_job_lease(s, ref.job_id, OPLOG, "queued", 5, states=ACTIVE,
+                                  token=reserved.token, take_reserved=True)
+        assert not take_job_lease(s, ref.job_id, OPLOG, "again", 5, states=ACTIVE,
+                                  take_reserved=True)
+        release_job_lease(s, ref.job_id, OPLOG, "chained")
+        assert take_job_lease(s, ref.job_id, OPLOG, "queued", 5, states=ACTIVE,
+                              token=reserved.token)  # later: a round like any other
+    assert dispatch.due_oplog_rounds() == []  # held by a running round
+
+
 def test_reconcile_requeues_a_start_that_never_ran(catalog: None,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     ref = service.start_job("prod", "d1")
