@@ -1,6 +1,6 @@
 """Reads: find, getMore, killCursors, count, distinct, aggregate.
 
-Batches are spliced from the stored raw documents (``wire.raw_array``), so a
+Batches are spliced from the stored raw documents (``wire.raw_array_parts``), so a
 plain find never decodes what it returns. Queries on views run the view's
 pipeline through the aggregation engine.
 """

@@ -10,7 +10,7 @@ asks for it in its handshake is told no compressors are available.
 Documents of a kind-1 sequence stay raw ``bytes``: the sandbox stores them as
 they arrived. Replies are built with ``build_msg``; callers hand it a body
 already encoded, usually spliced together from raw stored documents (see
-``raw_array`` and ``doc_from_elements``) so stored documents are never decoded
+``raw_array_parts``, ``doc_parts`` and ``doc_from_elements``) so stored documents are never decoded
 and re-encoded on the way out.
 """
 
@@ -225,13 +225,9 @@ def element_parts(name: str, type_byte: int, value: list[bytes]) -> list[bytes]:
     return [bytes((type_byte,)) + name.encode() + b"\x00", *value]
 
 
-def raw_array(docs: list[bytes]) -> bytes:
-    """A BSON array of the raw documents ``docs``, built by concatenation."""
-    return b"".join(raw_array_parts(docs))
-
-
 def raw_array_parts(docs: list[bytes]) -> list[bytes]:
-    """``raw_array`` in pieces (``doc_parts``): the documents are not copied here."""
+    """A BSON array of the raw documents ``docs``, in pieces (``doc_parts``):
+    the documents are not copied here."""
     parts: list[bytes] = []
     for i, d in enumerate(docs):
         parts.append(b"\x03" + str(i).encode() + b"\x00")

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from backupflows.catalog.models import BackupJob, Deployment, Event
 from backupflows.catalog.snapshot_models import Block, Snapshot
 from backupflows.errors import StorageError
+from backupflows.jobs.lifecycle import add_event
 from backupflows.storage import fsstore
 from backupflows.storage import snapshot as snap
 from backupflows.storage.service import Storage, load_manifest
@@ -102,12 +103,10 @@ def _raise_alerts(storage: Storage, rows: list[Any], result: StorageCheck) -> No
     jobs = {row.id: row.job_id for row, _ in rows}
     with storage.sessions() as s:
         for sid, problems in result.failed.items():
-            job = s.get(BackupJob, jobs[sid])
-            s.add(Event(job_id=jobs[sid], deployment_id=job.deployment_id if job else None,
-                        kind=ALERT,
-                        message=f"snapshot {sid} failed its integrity check: {problems[0]}"
-                                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
-                        data={"snapshot": sid, "problems": problems[:50]}))
+            add_event(s, jobs[sid], ALERT,
+                      f"snapshot {sid} failed its integrity check: {problems[0]}"
+                      + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                      snapshot=sid, problems=problems[:50])
 
 
 def _clear_alerts(storage: Storage, rows: list[Any], result: StorageCheck) -> None:
@@ -127,10 +126,8 @@ def _clear_alerts(storage: Storage, rows: list[Any], result: StorageCheck) -> No
         for sid, kind in latest.items():
             if kind != ALERT:
                 continue
-            job = s.get(BackupJob, passed[sid])
-            s.add(Event(job_id=passed[sid], deployment_id=job.deployment_id if job else None,
-                        kind=PASSED, data={"snapshot": sid},
-                        message=f"snapshot {sid} passes its integrity check again"))
+            add_event(s, passed[sid], PASSED,
+                      f"snapshot {sid} passes its integrity check again", snapshot=sid)
 
 
 def run_storage_check(name: str | None = None, *, catalog_url: str | None = None,
