@@ -1,7 +1,8 @@
 """Benchmark: applying oplog entries to the head, next to plain batched
 writes of the same keys and values into the same store (same run).
 
-Run:  .venv/bin/python bench/bench_apply.py [--n N] [--batch B] [--replay M | --replay M1,M2,...]
+Run:  .venv/bin/python bench/bench_apply.py [--n N] [--batch B] [--rounds R]
+          [--replay M | --replay M1,M2,...]
 
 Reports entries/s (one core) for inserts, $v:2 updates, deletes and a mixed
 workload, each with the raw rate of ``executemany`` INSERT/DELETE of the same
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from statistics import median
 from pathlib import Path
 
 import bson
@@ -337,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the CRUD workloads (the machine is noisy: medians are"
+                        " reported, with the range of each ratio)")
     p.add_argument("--replay", default="0",
                    help="entries for the replay RSS run: M (runs M/10 and M) or a list"
                         " M1,M2,... (e.g. 20000,200000,500000: RSS plateaus once SQLite's"
@@ -345,18 +350,31 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as d:
         tmp = Path(d)
         print(f"{args.n} entries, documents ~{len(make_document(random.Random(0), 0))} B, "
-              f"batch {args.batch}, one core")
+              f"batch {args.batch}, one core, {args.rounds} round(s): medians, [min-max] of"
+              f" the ratio (each round measures the applier and its reference back to back)")
+        rounds = []
+        for r in range(args.rounds):
+            (tmp / f"round{r}").mkdir()
+            results = bench_crud(args.n, args.batch, tmp / f"round{r}")
+            rounds.append(({name: (rate, raw, args.n / CPU_SECONDS[name])
+                            for name, rate, raw in results}, dict(FLOOR)))
         print(f"{'workload':16} {'applied/s':>12} {'raw write/s':>12} {'ratio':>7}"
-              f" {'applied/cpu-s':>14}")
-        for name, rate, raw in bench_crud(args.n, args.batch, tmp):
-            per_cpu = args.n / CPU_SECONDS[name]
-            print(f"{name:16} {rate:12,.0f} {raw:12,.0f} {rate / raw:7.0%} {per_cpu:14,.0f}")
+              f" {'ratio range':>12} {'applied/cpu-s':>14}")
+        for name in rounds[0][0]:
+            rows = [res[name] for res, _ in rounds]
+            ratios = [rate / raw for rate, raw, _ in rows]
+            print(f"{name:16} {median(r[0] for r in rows):12,.0f}"
+                  f" {median(r[1] for r in rows):12,.0f} {median(ratios):7.0%}"
+                  f" {min(ratios):5.0%}-{max(ratios):4.0%}"
+                  f" {median(r[2] for r in rows):14,.0f}")
         print("(applied/cpu-s: entries per second of process CPU time, all threads: the rate"
               " if the disk never made the applier wait)")
+        floors = [f for _, f in rounds]
+        dg_ratios = [f["insert"] / f["insert_dg"] for f in floors]
         print(f"insert next to plain writes of the same rows with their stored digest"
-              f" (docs.dg): {FLOOR['insert_dg']:,.0f}/s raw, ratio"
-              f" {FLOOR['insert'] / FLOOR['insert_dg']:.0%}")
-        sql, cpu = FLOOR["sql"], FLOOR["delta"]
+              f" (docs.dg): {median(f['insert_dg'] for f in floors):,.0f}/s raw, ratio"
+              f" {median(dg_ratios):.0%} [{min(dg_ratios):.0%}-{max(dg_ratios):.0%}]")
+        sql, cpu = median(f["sql"] for f in floors), median(f["delta"] for f in floors)
         print(f"$v:2 update floor: read+UPDATE+commit alone {sql:,.0f}/s; parse+diff+new digest"
               f" alone {cpu:,.0f}/s; both in one thread at most {1 / (1 / sql + 1 / cpu):,.0f}/s")
         with_idx, without = bench_tracking_cost(args.n, args.batch, tmp)

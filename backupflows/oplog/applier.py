@@ -25,6 +25,7 @@ import bson
 
 from backupflows.bsonorder import KeyError_
 from backupflows.errors import OplogError
+from backupflows.head.catalog import Collection
 from backupflows.head.optime import Optime
 from backupflows.head.store import HeadStore
 from backupflows.head.writer import HeadWriter
@@ -103,16 +104,32 @@ class Applier:
         best_ts, best_t = start.ts, start.t
         ctx = Context(w, self.skip_from_migrate)
         ctx.prefetch(entries)
-        apply = ctx.apply
+        apply, put_new, entry_key = ctx.apply, w.put_new, crud.entry_key
+        # Plain inserts (a documents collection resolved before in this batch,
+        # not internal, not system.views) go straight to put_new: what
+        # Context.apply would do, without resolving the target again. Only
+        # commands and writes to system.views change the catalog (any other
+        # CRUD entry at most creates its own collection or gives it its UUID):
+        # each of them clears the cache.
+        plain: dict[tuple[str | None, bytes | None], Collection] = {}
         by_op: dict[str, int] = {}
         for i, e in enumerate(entries):
+            op = e.op
             try:
-                apply(e)
+                if (op == "i" and not e.from_migrate
+                        and (c := plain.get((e.ns, e.ui))) is not None):
+                    put_new(c, entry_key(e), e.o())
+                else:
+                    apply(e)
+                    if (op != "n" and op not in CRUD_OPS) or e.coll == "system.views":
+                        plain.clear()  # may have changed the catalog (views.apply_crud too)
+                    elif op == "i":
+                        ctx.remember_plain(e, plain)
             except OplogError as exc:
                 raise _Failed(i, exc) from None
             except _BUG_ERRORS as exc:
                 raise _Failed(i, e.error(f"{type(exc).__name__}: {exc}")) from None
-            ts, op = e.ts, e.op
+            ts = e.ts
             assert ts is not None and op is not None
             if ts > best_ts:
                 best_ts, best_t = ts, e.t
@@ -188,6 +205,18 @@ class Context:
             return None
         c = crud.target(self.w, e.db, e.coll, e.ui)
         return None if c is None else c.cid
+
+    def remember_plain(self, e: Entry, plain: dict[tuple[str | None, bytes | None],
+                                                   Collection]) -> None:
+        """After ``apply`` of the insert ``e``: note its collection in
+        ``plain`` if the next inserts with its ``ns`` and ``ui`` may skip
+        straight to ``put_new`` (see ``Applier._apply_parsed``)."""
+        ns = e.ns
+        if ns is None or is_internal(ns) or e.coll == "system.views" or e.from_migrate:
+            return
+        c = crud.target(self.w, e.db, e.coll, e.ui)
+        if c is not None and c.holds_documents:
+            plain[(ns, e.ui)] = c
 
     def apply(self, e: Entry) -> None:
         """Apply one entry (top-level or an applyOps inner op)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from bson.raw_bson import RawBSONDocument
 
-from backupflows.bsonorder import OBJECTID, KeyError_, id_key, raw_id
+from backupflows.bsonorder import KeyError_, id_key, raw_id
 from backupflows.contenthash import doc_digest
 from backupflows.errors import OplogError
 from backupflows.head import rawdoc
@@ -32,7 +32,7 @@ from backupflows.head.store import DEFAULT_ID_INDEX, create_collection
 from backupflows.oplog import update as upd
 from backupflows.oplog.delta import apply_delta_raw
 from backupflows.oplog.deltadict import apply_delta_codec
-from backupflows.oplog.entry import Entry
+from backupflows.oplog.entry import OBJECTID_KEY, Entry
 
 if TYPE_CHECKING:
     from backupflows.head.writer import HeadWriter
@@ -82,7 +82,7 @@ def entry_key(e: Entry) -> bytes:
         src = e.o2() if e.op == "u" else e.o()
         if (src is not None and src[4] == 0x07 and src.startswith(b"_id\x00", 5)
                 and len(src) >= 22 and src[-1] == 0):
-            e.key = _OBJECTID_KEY + src[9:21]  # the usual leading ObjectId _id
+            e.key = OBJECTID_KEY + src[9:21]  # the usual leading ObjectId _id
             return e.key
         try:
             e.key = id_key(src)  # type: ignore[arg-type]
@@ -90,9 +90,6 @@ def entry_key(e: Entry) -> bytes:
             where = "o2" if e.op == "u" else "o"
             raise e.error(f"bad '{where}': {exc}") from None
     return e.key
-
-
-_OBJECTID_KEY = bytes((OBJECTID,))  # bsonorder's key of an ObjectId: this byte, then its 12
 
 
 def apply_insert(w: HeadWriter, e: Entry) -> None:

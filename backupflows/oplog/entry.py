@@ -16,7 +16,7 @@ from typing import Any
 
 import bson
 
-from backupflows.bsonorder import KeyError_, skip_value
+from backupflows.bsonorder import OBJECTID, KeyError_, skip_value
 from backupflows.errors import OplogError
 
 _i32 = struct.Struct("<i").unpack_from
@@ -212,6 +212,8 @@ class _Layout:
         self.suffix = re.compile(b"".join(pattern), re.DOTALL).fullmatch
 
 
+# bsonorder's key of an ObjectId _id: this byte, then its 12 bytes
+OBJECTID_KEY = bytes((OBJECTID,))
 _PREFIX_NAMES = frozenset((b"op", b"ns", b"ui", b"v"))
 _SUFFIX_RARE = _RARE - {b"t"}
 
@@ -262,6 +264,12 @@ class _Layouts:
             e.ui = lay.ui
         if lay.o2:
             e.o2_span = (ve + 4, end)
+        ks, ke = (vs, ve) if lay.op != "u" else (ve + 4, end) if lay.o2 else (0, 0)
+        # the usual leading ObjectId _id of o (o2 for updates): its key, as
+        # crud.entry_key would find it
+        if (ke - ks >= 22 and raw[ks + 4] == 0x07 and raw.startswith(b"_id\x00", ks + 5)
+                and raw[ke - 1] == 0):
+            e.key = OBJECTID_KEY + raw[ks + 9:ks + 21]
         if lay.ts_at >= 0:
             e.ts = _u64(raw, end + lay.ts_at)[0]
         if lay.t_at >= 0:

@@ -185,3 +185,49 @@ def test_canonical_memory_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     Applier(head).apply(entries, batch_size=3)
     assert len(crud.canonical.digests) + len(crud.canonical.older) <= 8
     assert docs(head, "d", "c") == [{"_id": i, "n": 2} for i in range(10)]
+
+
+def test_inserts_follow_the_catalog_through_ddl_in_one_batch(tmp_path: Path) -> None:
+    """Inserts skip resolving their collection again within a batch; every
+    command (and write to system.views) makes them resolve it afresh: an
+    insert after a drop recreates the collection, after a rename the old
+    name is a new collection and the new name holds the renamed one."""
+    op = Op()
+    u2, u3 = uuid(2), uuid(3)
+    entries = start(op) + [
+        op.i("d.c", {"_id": 1}, ui=U1),
+        op.i("d.c", {"_id": 2}, ui=U1),
+        op.c("d", {"drop": "c"}, ui=U1),
+        op.i("d.c", {"_id": 3}, ui=U1),  # a replay over a later state: recreated
+        op.c("d", {"create": "e", "idIndex": ID_INDEX}, ui=u2),
+        op.i("d.e", {"_id": "e1"}, ui=u2),
+        op.c("d", {"renameCollection": "d.e", "to": "d.f", "stayTemp": False,
+                   "dropTarget": False}, ui=u2),
+        op.i("d.e", {"_id": "e2"}, ui=u3),
+        op.i("d.f", {"_id": "f1"}, ui=u2),
+        op.i("d.e", {"_id": "e3"}, ui=u3),
+        op.i("d.system.views", {"_id": "d.v", "viewOn": "c", "pipeline": []}),
+        op.i("d.c", {"_id": 4}, ui=U1),
+        op.n(),
+        op.i("d.c", {"_id": 5}, ui=U1),
+    ]
+    head = both_ways(tmp_path, entries)
+    assert docs(head, "d", "c") == [{"_id": 3}, {"_id": 4}, {"_id": 5}]
+    assert docs(head, "d", "e") == [{"_id": "e2"}, {"_id": "e3"}]
+    assert docs(head, "d", "f") == [{"_id": "e1"}, {"_id": "f1"}]
+    assert head.require("d", "f").uuid == bytes(u2)
+    assert head.require("d", "e").uuid == bytes(u3)
+    assert head.require("d", "v").type == "view"
+
+
+def test_migration_inserts_are_skipped_after_plain_ones(tmp_path: Path) -> None:
+    op = Op()
+    entries = start(op) + [
+        op.i("d.c", {"_id": 1}, ui=U1),
+        op.i("d.c", {"_id": 2}, ui=U1, fromMigrate=True),
+        op.i("d.c", {"_id": 3}, ui=U1),
+    ]
+    head = HeadStore(tmp_path / "h.db")
+    Applier(head, skip_from_migrate=True).apply(entries)
+    assert docs(head, "d", "c") == [{"_id": 1}, {"_id": 3}]
+    head.close()
