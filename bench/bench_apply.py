@@ -28,8 +28,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 import bson
 from bson.int64 import Int64

@@ -79,7 +79,7 @@ def _downgrade_to_1(path: Path) -> None:
 
 
 def test_a_schema_1_head_is_upgraded_and_snapshots_the_same(
-        tmp_path: Path, storage: service.Storage, job: int) -> None:
+        tmp_path: Path, storage: service.Storage, job: int) -> None:  # noqa: F811 (fixtures)
     oplog = generate(seed=9, n=2500)
     with HeadStore(tmp_path / "new.db") as head:
         Applier(head).apply(oplog[:2000], batch_size=250)
@@ -104,7 +104,7 @@ def test_a_schema_1_head_is_upgraded_and_snapshots_the_same(
 
 
 def test_a_snapshot_fails_when_stored_digests_disagree_with_the_head(
-        tmp_path: Path, storage: service.Storage, job: int) -> None:
+        tmp_path: Path, storage: service.Storage, job: int) -> None:  # noqa: F811 (fixtures)
     """A full layer's block sums come from the stored digests and must add
     up to the head's kept content hash: a wrong digest fails the snapshot
     (nothing marked done) instead of recording sums a restore would trust."""
