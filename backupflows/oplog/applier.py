@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import gc
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 import bson
@@ -44,6 +46,9 @@ class ApplyStats:
     batches: int = 0
     last: Optime | None = None
     by_op: dict[str, int] = field(default_factory=dict)
+
+
+_TS = attrgetter("ts")
 
 
 class _Failed(Exception):
@@ -87,14 +92,17 @@ class Applier:
             raise failed.error from None
 
     def _run(self, w: HeadWriter, raws: list[bytes], stats: ApplyStats) -> None:
-        entries: list[Entry] = []
         parse_error: _Failed | None = None
-        for i, raw in enumerate(raws):
-            try:
-                entries.append(parse(raw))
-            except OplogError as exc:
-                parse_error = _Failed(i, exc)
-                break
+        try:
+            entries = [parse(raw) for raw in raws]
+        except OplogError:  # again one by one, to know which
+            entries = []
+            for i, raw in enumerate(raws):
+                try:
+                    entries.append(parse(raw))
+                except OplogError as exc:
+                    parse_error = _Failed(i, exc)
+                    break
         self._apply_parsed(w, entries, stats)
         if parse_error is not None:
             raise parse_error
@@ -112,13 +120,12 @@ class Applier:
         # CRUD entry at most creates its own collection or gives it its UUID):
         # each of them clears the cache.
         plain: dict[tuple[str | None, bytes | None], Collection] = {}
-        by_op: dict[str, int] = {}
         for i, e in enumerate(entries):
             op = e.op
             try:
                 if (op == "i" and not e.from_migrate
                         and (c := plain.get((e.ns, e.ui))) is not None):
-                    put_new(c, entry_key(e), e.o())
+                    put_new(c, e.key or entry_key(e), e.o())
                 else:
                     apply(e)
                     if (op != "n" and op not in CRUD_OPS) or e.coll == "system.views":
@@ -129,16 +136,16 @@ class Applier:
                 raise _Failed(i, exc) from None
             except _BUG_ERRORS as exc:
                 raise _Failed(i, e.error(f"{type(exc).__name__}: {exc}")) from None
-            ts = e.ts
-            assert ts is not None and op is not None
-            if ts > best_ts:
-                best_ts, best_t = ts, e.t
-            by_op[op] = by_op.get(op, 0) + 1
+        if entries:
+            latest = max(entries, key=_TS)  # the first of the highest ts
+            assert latest.ts is not None  # parse checked every ts
+            if latest.ts > best_ts:
+                best_ts, best_t = latest.ts, latest.t
         if best_ts != start.ts:
             w.set_optime(best_ts, best_t)
             stats.last = Optime(best_ts, best_t)
         stats.entries += len(entries)
-        for op, n in by_op.items():
+        for op, n in Counter(e.op for e in entries).items():
             stats.by_op[op] = stats.by_op.get(op, 0) + n
 
 

@@ -36,9 +36,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from hashlib import blake2b
 
-from backupflows.contenthash import ContentHash
+from backupflows.contenthash import DIGEST_STATE, ContentHash
 from backupflows.errors import RestoreError, StorageError
 from backupflows.restore.hashpool import HashPool
 from backupflows.restore.hashworker import hash_documents
@@ -48,7 +47,6 @@ from backupflows.storage.manifest import BlockEntry
 Progress = Callable[[int, int], None]  # (documents, bytes) since the last call
 CHUNK_BYTES = 1 << 20
 _MOD = 1 << 256
-_TEMPLATE = blake2b(digest_size=32)
 
 
 def hash_chunk(data: bytes, what: str) -> tuple[int, int]:
@@ -149,7 +147,7 @@ class Checked:
         accounted: an untouched block by its recorded count and sum (hashed
         when it has none), a document alone by its hash."""
         assert self._runs is not None
-        from_bytes, fresh = int.from_bytes, _TEMPLATE.copy
+        from_bytes, fresh = int.from_bytes, DIGEST_STATE.copy
         n = nbytes = total = 0
         try:
             for data, entry in self._runs:
@@ -211,7 +209,7 @@ class Checked:
 
     def _each_doc(self) -> Iterator[bytes]:
         assert self._docs is not None
-        from_bytes, fresh = int.from_bytes, _TEMPLATE.copy
+        from_bytes, fresh = int.from_bytes, DIGEST_STATE.copy
         n = nbytes = total = 0
         try:
             for doc in self._docs:
