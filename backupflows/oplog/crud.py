@@ -32,7 +32,7 @@ from backupflows.head.store import DEFAULT_ID_INDEX, create_collection
 from backupflows.oplog import update as upd
 from backupflows.oplog.delta import apply_delta_raw
 from backupflows.oplog.deltadict import apply_delta_codec
-from backupflows.oplog.entry import OBJECTID_KEY, Entry
+from backupflows.oplog.entry import Entry, objectid_key
 
 if TYPE_CHECKING:
     from backupflows.head.writer import HeadWriter
@@ -80,10 +80,9 @@ def entry_key(e: Entry) -> bytes:
     """The ``_id`` key of the document a CRUD entry targets (cached)."""
     if e.key is None:
         src = e.o2() if e.op == "u" else e.o()
-        if (src is not None and src[4] == 0x07 and src.startswith(b"_id\x00", 5)
-                and len(src) >= 22 and src[-1] == 0):
-            e.key = OBJECTID_KEY + src[9:21]  # the usual leading ObjectId _id
-            return e.key
+        if src is not None and (key := objectid_key(src, 0, len(src))) is not None:
+            e.key = key
+            return key
         try:
             e.key = id_key(src)  # type: ignore[arg-type]
         except KeyError_ as exc:

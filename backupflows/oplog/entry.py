@@ -212,8 +212,19 @@ class _Layout:
         self.suffix = re.compile(b"".join(pattern), re.DOTALL).fullmatch
 
 
-# bsonorder's key of an ObjectId _id: this byte, then its 12 bytes
-OBJECTID_KEY = bytes((OBJECTID,))
+_OBJECTID_KEY = bytes((OBJECTID,))
+
+
+def objectid_key(raw: bytes, start: int, end: int) -> bytes | None:
+    """The ``_id`` key (``bsonorder.id_key``) of the document ``raw[start:end]``
+    if its first element is an ObjectId ``_id`` (the usual case: the type
+    byte, then the 12 bytes), else None."""
+    if (end - start >= 22 and raw[start + 4] == 0x07 and raw.startswith(b"_id\x00", start + 5)
+            and raw[end - 1] == 0):
+        return _OBJECTID_KEY + raw[start + 9:start + 21]
+    return None
+
+
 _PREFIX_NAMES = frozenset((b"op", b"ns", b"ui", b"v"))
 _SUFFIX_RARE = _RARE - {b"t"}
 
@@ -264,12 +275,11 @@ class _Layouts:
             e.ui = lay.ui
         if lay.o2:
             e.o2_span = (ve + 4, end)
-        ks, ke = (vs, ve) if lay.op != "u" else (ve + 4, end) if lay.o2 else (0, 0)
-        # the usual leading ObjectId _id of o (o2 for updates): its key, as
-        # crud.entry_key would find it
-        if (ke - ks >= 22 and raw[ks + 4] == 0x07 and raw.startswith(b"_id\x00", ks + 5)
-                and raw[ke - 1] == 0):
-            e.key = OBJECTID_KEY + raw[ks + 9:ks + 21]
+        # the key of o's _id (o2's for updates) when it is the usual ObjectId
+        if lay.op != "u":
+            e.key = objectid_key(raw, vs, ve)
+        elif lay.o2:
+            e.key = objectid_key(raw, ve + 4, end)
         if lay.ts_at >= 0:
             e.ts = _u64(raw, end + lay.ts_at)[0]
         if lay.t_at >= 0:
