@@ -213,6 +213,7 @@ class _Layout:
 
 
 _OBJECTID_KEY = bytes((OBJECTID,))
+_new_entry = object.__new__
 
 
 def objectid_key(raw: bytes, start: int, end: int) -> bytes | None:
@@ -269,7 +270,8 @@ class _Layouts:
                 return None
         if lay.suffix(raw, end, n - 1) is None:
             return None
-        e = Entry(raw)
+        e = _new_entry(Entry)  # Entry(raw) without a Python __init__ call
+        e.raw = raw
         e.op, e.ns, e.db, e.coll, e.o_span = lay.op, lay.ns, lay.db, lay.coll, (vs, ve)
         if lay.ui is not None:
             e.ui = lay.ui
